@@ -1,0 +1,3 @@
+"""FlightMind: an aviation language model trained from random weights with PyTorch Lightning."""
+
+__version__ = "0.1.0"

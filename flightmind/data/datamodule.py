@@ -1,0 +1,114 @@
+"""The pretraining data: packed aviation shards as resumable, rank-split training batches."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+from flightmind.data.sequences import PackedSequences, ResumableDataLoader, StreamSampler
+from flightmind.errors import FlightMindError
+
+
+class PretrainDataModule(L.LightningDataModule):
+    def __init__(
+        self,
+        data_dir: str = "data/tokenized",
+        seq_len: int = 2048,
+        batch_size: int = 8,
+        num_workers: int = 2,
+        shuffle: bool = True,
+        seed: int = 1337,
+        build_demo: bool = False,
+    ) -> None:
+        """
+        Args:
+            data_dir: output of ``flightmind prepare``: train.bin, val.bin, meta.json, tokenizer.json.
+            seq_len: tokens per training sequence (each window holds seq_len + 1).
+            batch_size: sequences per micro-batch on each device.
+            num_workers: DataLoader worker processes per device.
+            shuffle: a fresh seeded order of all windows on every pass; off gives stream order.
+            seed: seeds the window order (the same on every rank; ranks take disjoint positions).
+            build_demo: if ``data_dir`` has no prepared data, build it from the generated demo corpus.
+        """
+        super().__init__()
+        self.data_dir = Path(data_dir)
+        self.seq_len = seq_len
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.shuffle = shuffle
+        self.seed = seed
+        self.build_demo = build_demo
+        self.meta: dict | None = None
+
+    @property
+    def tokenizer_path(self) -> Path:
+        return self.data_dir / "tokenizer.json"
+
+    @property
+    def vocab_size(self) -> int | None:
+        return None if self.meta is None else int(self.meta["vocab_size"])
+
+    def prepare_data(self) -> None:
+        if (self.data_dir / "meta.json").is_file() or not self.build_demo:
+            return
+        from flightmind.data.demo import build_demo_corpus
+        from flightmind.data.prepare import prepare
+
+        with tempfile.TemporaryDirectory(prefix="flightmind-demo-") as tmp:
+            corpus = build_demo_corpus(tmp)
+            inputs = [*corpus["aviation"], *corpus["general"]]
+            prepare(inputs, self.data_dir, val_fraction=0.02, extra_meta={"demo": True}, progress=False)
+
+    def setup(self, stage: str) -> None:
+        from flightmind.data.prepare import read_meta
+
+        if not (self.data_dir / "meta.json").is_file():
+            hint = "set data.build_demo: true for the demo corpus, or " if not self.build_demo else ""
+            raise FlightMindError(
+                f"{self.data_dir} holds no prepared data (meta.json is missing): {hint}run "
+                f"`flightmind prepare --input YOUR.jsonl --out {self.data_dir}` first"
+            )
+        self.meta = read_meta(self.data_dir)
+
+    def _loader_kwargs(self, **kwargs) -> dict:
+        pin = self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
+        return dict(
+            batch_size=self.batch_size,
+            num_workers=self.num_workers,
+            pin_memory=pin,
+            persistent_workers=self.num_workers > 0,
+            drop_last=True,
+            **kwargs,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        dataset = PackedSequences(self.data_dir / "train.bin", self.seq_len)
+        trainer = self.trainer
+        if trainer.max_steps is None or trainer.max_steps < 1:
+            raise FlightMindError("set trainer.max_steps: pretraining runs for a number of optimizer steps")
+        micro_batches = trainer.max_steps * trainer.accumulate_grad_batches
+        sampler = StreamSampler(
+            dataset,
+            length=micro_batches * self.batch_size,
+            seed=self.seed,
+            shuffle=self.shuffle,
+            rank=trainer.global_rank,
+            world_size=trainer.world_size,
+        )
+        return ResumableDataLoader(dataset, **self._loader_kwargs(sampler=sampler))
+
+    def val_dataloader(self) -> DataLoader:
+        dataset = PackedSequences(self.data_dir / "val.bin", self.seq_len)
+        if len(dataset) < self.batch_size:
+            raise FlightMindError(
+                f"{self.data_dir / 'val.bin'} holds {len(dataset)} sequences of {self.seq_len + 1} tokens, fewer than "
+                f"one batch of {self.batch_size}: prepare with a larger --val-fraction or lower data.batch_size"
+            )
+        return DataLoader(dataset, **self._loader_kwargs(shuffle=False))
+
+    def transfer_batch_to_device(self, batch: torch.Tensor, device: torch.device, dataloader_idx: int) -> torch.Tensor:
+        return batch.to(device, non_blocking=True)

@@ -1,0 +1,125 @@
+"""The FlightMind GPT: a LLaMA-style decoder, readable top to bottom.
+
+Pre-norm RMSNorm, rotary position embeddings, causal multi-head attention through SDPA, a SwiGLU
+MLP of width 4·dim, no biases, and an output head tied to the token embedding.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from flightmind.model.config import GPTConfig
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.rms_norm(x, (x.size(-1),), self.weight, self.eps)
+
+
+def rope_tables(head_size: int, max_seq_len: int, base: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of shape (max_seq_len, head_size // 2) for rotating pairs of channels."""
+    inv_freq = 1.0 / (base ** (torch.arange(0, head_size, 2, dtype=torch.float32) / head_size))
+    angles = torch.outer(torch.arange(max_seq_len, dtype=torch.float32), inv_freq)
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate (B, H, T, D) by position; cos/sin are (T, D/2). The two halves form the pairs."""
+    x1, x2 = x.float().chunk(2, dim=-1)
+    rotated = torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
+    return rotated.type_as(x)
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.n_head = config.n_head
+        self.head_size = config.head_size
+        self.q = nn.Linear(config.dim, config.attn_dim, bias=False)
+        self.k = nn.Linear(config.dim, config.attn_dim, bias=False)
+        self.v = nn.Linear(config.dim, config.attn_dim, bias=False)
+        self.o = nn.Linear(config.attn_dim, config.dim, bias=False)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        B, T, _ = x.shape
+        q, k, v = (proj(x).view(B, T, self.n_head, self.head_size).transpose(1, 2) for proj in (self.q, self.k, self.v))
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        # No explicit mask: is_causal keeps SDPA on its flash / memory-efficient kernels.
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return self.o(y.transpose(1, 2).reshape(B, T, -1))
+
+
+class SwiGLU(nn.Module):
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.gate = nn.Linear(config.dim, config.hidden_dim, bias=False)
+        self.up = nn.Linear(config.dim, config.hidden_dim, bias=False)
+        self.down = nn.Linear(config.hidden_dim, config.dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down(F.silu(self.gate(x)) * self.up(x))
+
+
+class Block(nn.Module):
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.attn_norm = RMSNorm(config.dim, config.norm_eps)
+        self.attn = CausalSelfAttention(config)
+        self.mlp_norm = RMSNorm(config.dim, config.norm_eps)
+        self.mlp = SwiGLU(config)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.attn_norm(x), cos, sin)
+        return x + self.mlp(self.mlp_norm(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.embed = nn.Embedding(config.vocab_size, config.dim)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        self.norm = RMSNorm(config.dim, config.norm_eps)
+        # Rotary tables are derived, not learned: keep them out of checkpoints.
+        cos, sin = rope_tables(config.head_size, config.max_seq_len, config.rope_base)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """GPT-2 style init, scaled so that the first loss is ≈ ln(vocab) at every depth.
+
+        The head is tied to the embedding and the final RMSNorm gives rms(h) = 1, so a logit's std is
+        std(embed)·sqrt(dim); 0.3/sqrt(dim) keeps it at 0.3, costing ≈ 0.05 nats over uniform.
+        Projections that write into the residual stream shrink with depth (1/sqrt(2·n_layer)).
+        """
+        config = self.config
+        nn.init.normal_(self.embed.weight, std=0.3 / math.sqrt(config.dim))
+        for block in self.blocks:
+            for linear in (block.attn.q, block.attn.k, block.attn.v, block.mlp.gate, block.mlp.up):
+                nn.init.normal_(linear.weight, std=0.02)
+            for linear in (block.attn.o, block.mlp.down):
+                nn.init.normal_(linear.weight, std=0.02 / math.sqrt(2 * config.n_layer))
+            nn.init.ones_(block.attn_norm.weight)
+            nn.init.ones_(block.mlp_norm.weight)
+        nn.init.ones_(self.norm.weight)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        """Token ids (B, T) → logits (B, T, vocab)."""
+        T = idx.size(1)
+        if T > self.config.max_seq_len:
+            raise ValueError(f"sequence of {T} tokens exceeds max_seq_len={self.config.max_seq_len}")
+        cos, sin = self.rope_cos[:T], self.rope_sin[:T]
+        x = self.embed(idx)
+        for block in self.blocks:
+            x = block(x, cos, sin)
+        return F.linear(self.norm(x), self.embed.weight)

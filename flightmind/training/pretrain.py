@@ -1,0 +1,171 @@
+"""Pretraining: next-token cross-entropy on packed sequences, AdamW, warm-up → cosine.
+
+Lightning owns the loop, precision, accumulation, clipping, distribution and checkpoints; this
+module owns the model, the loss, the optimizer groups and what gets logged.
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.utilities import grad_norm, rank_zero_info
+from torchmetrics import MeanMetric
+
+from flightmind.errors import FlightMindError
+from flightmind.model import GPT, GPTConfig
+from flightmind.training.schedule import warmup_cosine
+
+
+class PretrainModule(L.LightningModule):
+    def __init__(
+        self,
+        depth: int = 8,
+        vocab_size: int = 32768,
+        max_seq_len: int = 2048,
+        max_lr: float = 6e-4,
+        min_lr: float | None = None,
+        warmup_steps: int = 500,
+        weight_decay: float = 0.1,
+        betas: tuple[float, float] = (0.9, 0.95),
+        eps: float = 1e-8,
+        compile: bool = False,
+    ) -> None:
+        """
+        Args:
+            depth: the one size knob: width 64·depth, depth layers, heads of 128.
+            vocab_size: rows of the (tied) embedding; at least the tokenizer's vocabulary.
+            max_seq_len: longest sequence the rotary tables cover.
+            max_lr: peak learning rate, reached after ``warmup_steps`` optimizer steps.
+            min_lr: floor of the cosine at ``trainer.max_steps``; ``max_lr / 10`` when unset.
+            warmup_steps: optimizer steps of linear warm-up from 0.
+            weight_decay: AdamW decay for tensors with ≥ 2 dims; 1-dim tensors get none.
+            betas: AdamW betas.
+            eps: AdamW epsilon.
+            compile: compile the model in place with ``torch.compile`` (keys stay unchanged).
+        """
+        super().__init__()
+        self.save_hyperparameters()
+        self.config = GPTConfig(depth=depth, vocab_size=vocab_size, max_seq_len=max_seq_len)
+        self.model: GPT | None = None
+        self.val_loss = MeanMetric()
+        self._loss_sum: torch.Tensor | None = None
+        self._loss_count = 0
+        self.last_step_loss: torch.Tensor | None = None
+        self.flops_per_batch: int | None = None  # read by ThroughputMonitor for FLOP/s and MFU
+
+    # -- model ---------------------------------------------------------------------------------
+    def configure_model(self) -> None:
+        """Build (and optionally compile) the GPT once, on the device the strategy chose."""
+        if self.model is not None:
+            return
+        self.model = GPT(self.config)
+        if self.hparams.compile:
+            self.model.compile()
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.model(idx)
+
+    def loss(self, batch: torch.Tensor) -> torch.Tensor:
+        """Mean next-token cross-entropy over a batch of windows (B, T+1)."""
+        inputs, targets = batch[:, :-1], batch[:, 1:]
+        logits = self.model(inputs)
+        return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
+
+    # -- training ------------------------------------------------------------------------------
+    def on_fit_start(self) -> None:
+        datamodule = self.trainer.datamodule
+        data_vocab = getattr(datamodule, "vocab_size", None)
+        if data_vocab is not None and data_vocab > self.config.vocab_size:
+            raise FlightMindError(
+                f"the tokenizer has {data_vocab} tokens but model.vocab_size is {self.config.vocab_size}: "
+                f"set model.vocab_size to at least {data_vocab}"
+            )
+        seq_len = getattr(datamodule, "seq_len", None)
+        if seq_len is not None and seq_len > self.config.max_seq_len:
+            raise FlightMindError(
+                f"data.seq_len={seq_len} exceeds model.max_seq_len={self.config.max_seq_len}: lower one or raise the other"
+            )
+
+    def on_train_start(self) -> None:
+        trainer, datamodule = self.trainer, self.trainer.datamodule
+        if hasattr(datamodule, "batch_size") and hasattr(datamodule, "seq_len"):
+            tokens = datamodule.batch_size * trainer.accumulate_grad_batches * trainer.world_size * datamodule.seq_len
+            rank_zero_info(
+                f"FlightMind d{self.config.depth}: {self.config.num_params() / 1e6:.1f}M parameters; "
+                f"{tokens:,} tokens per optimizer step = micro-batch {datamodule.batch_size} × accumulation "
+                f"{trainer.accumulate_grad_batches} × {trainer.num_devices} devices × {trainer.num_nodes} nodes "
+                f"× sequence {datamodule.seq_len}"
+            )
+
+    def on_train_batch_start(self, batch: torch.Tensor, batch_idx: int) -> None:
+        B, T = batch.size(0), batch.size(1) - 1
+        self.flops_per_batch = self.config.flops_per_token(T) * B * T
+
+    def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        loss = self.loss(batch)
+        detached = loss.detach()
+        self._loss_sum = detached if self._loss_sum is None else self._loss_sum + detached
+        self._loss_count += 1
+        return loss
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        # Called once per optimizer step, after accumulation: log the loss of the whole effective batch.
+        step_loss = self._loss_sum / self._loss_count
+        self._loss_sum, self._loss_count = None, 0
+        self.last_step_loss = step_loss
+        self.log("train/loss", step_loss, prog_bar=True)
+        self.log("train/ppl", torch.exp(step_loss))
+        if self.trainer.global_step % self.trainer.log_every_n_steps == 0:
+            norms = grad_norm(self.model, norm_type=2)
+            self.log("train/grad_norm", norms["grad_2.0_norm_total"])
+
+    # -- validation ----------------------------------------------------------------------------
+    def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
+        self.val_loss.update(self.loss(batch), weight=batch.size(0))
+
+    def on_validation_epoch_end(self) -> None:
+        loss = self.val_loss.compute()  # torchmetrics reduces across DDP ranks
+        self.val_loss.reset()
+        self.log("val/loss", loss, prog_bar=True, sync_dist=True)
+        self.log("val/ppl", torch.exp(loss), sync_dist=True)
+
+    # -- optimizer -----------------------------------------------------------------------------
+    def configure_optimizers(self):
+        hp = self.hparams
+        params = [p for p in self.parameters() if p.requires_grad]
+        groups = [
+            {"params": [p for p in params if p.dim() >= 2], "weight_decay": hp.weight_decay},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+        ]
+        optimizer = torch.optim.AdamW(
+            groups, lr=hp.max_lr, betas=tuple(hp.betas), eps=hp.eps, fused=self.device.type == "cuda"
+        )
+        max_steps = self.trainer.max_steps
+        if max_steps is None or max_steps < 1:
+            raise FlightMindError("set trainer.max_steps: the learning-rate schedule is built from it")
+        min_lr = hp.min_lr if hp.min_lr is not None else hp.max_lr / 10
+        scheduler = warmup_cosine(
+            optimizer, max_lr=hp.max_lr, min_lr=min_lr, warmup_steps=hp.warmup_steps, max_steps=max_steps
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "name": "lr"}}
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["model_config"] = self.config.to_dict()
+        if self.last_step_loss is not None:
+            checkpoint["loss"] = float(self.last_step_loss)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        saved = checkpoint.get("model_config")
+        if saved is None:
+            return
+        for field, value in self.config.to_dict().items():
+            if field in saved and saved[field] != value:
+                path = self._trainer.ckpt_path if self._trainer is not None else None
+                raise FlightMindError(
+                    f"checkpoint {path or '(given)'} was trained with {field}={saved[field]!r} but this run configures "
+                    f"{field}={value!r}: resume with the same model shape (model.{field}) or start a new run "
+                    "without --ckpt_path"
+                )
+

@@ -1,0 +1,100 @@
+"""A crash costs nothing but the steps since the last checkpoint: resumed runs match uninterrupted ones."""
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from flightmind.data.datamodule import PretrainDataModule
+from flightmind.errors import FlightMindError
+from flightmind.training.callbacks import FinalCheckpoint
+from flightmind.training.pretrain import PretrainModule
+
+MAX_STEPS = 8
+
+
+class StepRecorder(L.Callback):
+    """(optimizer step, loss of that step's effective batch, learning rate it used)."""
+
+    def __init__(self):
+        self.steps = []
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        self._lr = optimizer.param_groups[0]["lr"]
+
+    def on_train_batch_end(self, trainer, pl_module, *args):
+        if not self.steps or self.steps[-1][0] != trainer.global_step:
+            if pl_module.last_step_loss is not None and trainer.global_step > 0:
+                step = (trainer.global_step, pl_module.last_step_loss.item(), self._lr)
+                if not self.steps or self.steps[-1][0] < step[0]:
+                    self.steps.append(step)
+
+
+def run(prepared_dir, ckpt_dir, ckpt_path=None, depth=2, num_workers=0):
+    torch.manual_seed(0)
+    recorder = StepRecorder()
+    trainer = L.Trainer(
+        accelerator="cpu",
+        precision="32-true",
+        max_steps=MAX_STEPS,
+        accumulate_grad_batches=2,
+        gradient_clip_val=1.0,
+        val_check_interval=8,
+        check_val_every_n_epoch=None,
+        limit_val_batches=2,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[
+            recorder,
+            ModelCheckpoint(
+                dirpath=ckpt_dir,
+                filename="step_{step}",
+                every_n_train_steps=MAX_STEPS // 2,
+                save_top_k=-1,
+                save_last=True,
+                auto_insert_metric_name=False,
+            ),
+            FinalCheckpoint(),
+        ],
+    )
+    module = PretrainModule(depth=depth, vocab_size=1024, max_seq_len=64, max_lr=1e-3, warmup_steps=2)
+    data = PretrainDataModule(prepared_dir, seq_len=64, batch_size=4, num_workers=num_workers, seed=7)
+    trainer.fit(module, data, ckpt_path=ckpt_path)
+    return recorder.steps, trainer
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_resumed_run_matches_uninterrupted_run(prepared_dir, tmp_path, num_workers):
+    full, _ = run(prepared_dir, tmp_path / "full", num_workers=num_workers)
+    assert [s for s, _, _ in full] == list(range(1, MAX_STEPS + 1))
+    resumed, trainer = run(
+        prepared_dir, tmp_path / "resumed", ckpt_path=tmp_path / "full" / "step_4.ckpt", num_workers=num_workers
+    )
+    assert trainer.global_step == MAX_STEPS
+    assert [s for s, _, _ in resumed] == list(range(5, MAX_STEPS + 1))
+    for (step, loss, lr), (r_step, r_loss, r_lr) in zip(full[4:], resumed):
+        assert r_step == step
+        assert r_loss == pytest.approx(loss, abs=1e-6), f"loss differs at step {step}"
+        assert r_lr == pytest.approx(lr, rel=1e-12), f"learning rate differs at step {step}"
+
+
+def test_checkpoints_are_complete_and_load_with_weights_only(prepared_dir, tmp_path):
+    run(prepared_dir, tmp_path)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["final.ckpt", "last.ckpt", "step_4.ckpt", "step_8.ckpt"]
+    checkpoint = torch.load(tmp_path / "step_4.ckpt", weights_only=True)
+    assert checkpoint["global_step"] == 4
+    assert checkpoint["hyper_parameters"]["depth"] == 2
+    assert checkpoint["model_config"]["vocab_size"] == 1024
+    assert isinstance(checkpoint["loss"], float) and 0 < checkpoint["loss"] < 10
+    assert checkpoint["optimizer_states"][0]["state"]  # AdamW moments are saved
+    assert checkpoint["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [{"position": 4 * 2 * 4}]
+    assert torch.load(tmp_path / "final.ckpt", weights_only=True)["global_step"] == MAX_STEPS
+
+
+def test_resuming_with_another_shape_names_the_field(prepared_dir, tmp_path):
+    run(prepared_dir, tmp_path)
+    with pytest.raises(FlightMindError, match=r"depth=2 but this run configures depth=4"):
+        run(prepared_dir, tmp_path / "other", ckpt_path=tmp_path / "step_4.ckpt", depth=4)
