@@ -13,7 +13,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def flightmind(*args, cwd):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
+    # This checkout's package, whatever is installed.
+    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
     return subprocess.run(
         [sys.executable, "-m", "flightmind.cli", *map(str, args)],
         cwd=cwd, env=env, capture_output=True, text=True, timeout=600,
