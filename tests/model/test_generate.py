@@ -12,7 +12,8 @@ def test_greedy_is_argmax_and_stop_ids_end_generation():
     assert len(tokens) == 6
     context = torch.tensor([prompt + tokens[:2]])
     assert tokens[2] == int(model(context)[0, -1].argmax())
-    assert list(generate(model, prompt, 6, stop_ids={tokens[3]})) == tokens[:3]
+    stop = tokens[-1]
+    assert list(generate(model, prompt, 6, stop_ids={stop})) == tokens[: tokens.index(stop)]
 
 
 def test_top_k_and_top_p_restrict_the_choice():
