@@ -1,23 +1,26 @@
 """Tokens per second of `flightmind prepare` against bare `Tokenizer.encode_batch`, same texts, same cores.
 
-    python benchmarks/prepare_throughput.py [--repeat 8] [--reps 3] [--workers 1 2]
+    python benchmarks/prepare_throughput.py [--repeat 16] [--reps 5] [--workers 1 2]
 
 The corpus is /work/shared/data/{aviation,general}/*.jsonl (../shared/data from the repo root),
 each file repeated --repeat times so that fixed costs (starting worker processes, loading the
 tokenizer) weigh what they would on a real corpus. A 32,768-token BPE is trained once beforehand.
 
 - prepare: the whole `prepare()` call (reading, validation, split, tokenizing in N worker
-  processes, writing shards and meta.json), given the trained tokenizer.
+  processes, writing and syncing shards and meta.json), given the trained tokenizer.
 - encode_batch: one `encode_batch` call over the same valid texts, in a fresh process with
-  RAYON_NUM_THREADS=N (rayon reads it once, when its thread pool starts).
+  RAYON_NUM_THREADS=N (rayon reads it once, when its thread pool starts). Its BPE cache starts
+  cold, as in prepare's fresh workers.
 
-Both count the document tokens only (not the <|endoftext|> separators prepare adds). Each figure
-is the median of --reps runs. The ratio prepare / encode_batch is the share of the tokenizer's own
-speed that prepare delivers; the aim is at least 0.9.
+Both count the document tokens only (not the <|endoftext|> separators prepare adds). The two sides
+alternate, each run waiting (up to --max-wait s) for the CPUs to be idle first, because a shared
+machine's other work would otherwise land on one side only. tok/s are medians over --reps runs;
+ratio is the median of the per-pair ratios prepare / encode_batch (aim: at least 0.9).
 """
 
 import argparse
 import datetime
+import importlib.metadata
 import json
 import os
 import platform
@@ -33,7 +36,6 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 import tokenizers  # noqa: E402
-import torch  # noqa: E402
 
 from flightmind.data.documents import iter_documents  # noqa: E402
 from flightmind.data.prepare import prepare  # noqa: E402
@@ -106,8 +108,8 @@ def wait_for_idle_cpus(max_wait: float) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=8, help="copies of each corpus file (default: %(default)s)")
-    parser.add_argument("--reps", type=int, default=3, help="timed runs per figure; the median is reported")
+    parser.add_argument("--repeat", type=int, default=16, help="copies of each corpus file (default: %(default)s)")
+    parser.add_argument("--reps", type=int, default=5, help="timed runs per figure; the median is reported")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--max-wait", type=float, default=60, help="seconds to wait for idle CPUs before each timed run")
     parser.add_argument("--encode-only", nargs="+", metavar=("TOKENIZER", "INPUT"), help=argparse.SUPPRESS)
@@ -120,7 +122,7 @@ def main() -> None:
         "prepare throughput: flightmind prepare vs bare Tokenizer.encode_batch (tokens/s, median)",
         f"date: {datetime.datetime.now().isoformat(timespec='seconds')}",
         f"machine: nproc={os.cpu_count()} {platform.processor() or platform.machine()}; python {platform.python_version()}, "
-        f"torch {torch.__version__}, tokenizers {tokenizers.__version__}",
+        f"torch {importlib.metadata.version('torch')}, tokenizers {tokenizers.__version__}",
         f"command: python {shlex.join(sys.argv)}",
     ]
     with tempfile.TemporaryDirectory() as scratch:
@@ -135,7 +137,7 @@ def main() -> None:
         )
         lines.append("")
         lines.append(f"{'N':>3} {'documents':>10} {'tokens':>11} {'prepare tok/s':>14} {'encode_batch tok/s':>19} {'ratio':>6}")
-        busy_seen = []
+        busy_seen, runs = [], []
         for workers in args.workers:
             raw_seconds, our_seconds = [], []
             for rep in range(args.reps):
@@ -149,12 +151,17 @@ def main() -> None:
                 our_seconds.append(ours["seconds"])
             raw_speed = raw["tokens"] / statistics.median(raw_seconds)
             our_speed = ours["tokens"] / statistics.median(our_seconds)
+            ratio = statistics.median(r / o for r, o in zip(raw_seconds, our_seconds))
             lines.append(
                 f"{workers:>3} {ours['documents']:>10,} {ours['tokens']:>11,} {our_speed:>14,.0f} {raw_speed:>19,.0f} "
-                f"{our_speed / raw_speed:>6.2f}"
+                f"{ratio:>6.2f}"
             )
-            print(lines[-1], f"  (prepare s: {our_seconds}, encode_batch s: {raw_seconds})", file=sys.stderr)
-        lines.append("")
+            runs.append(
+                f"N={workers}: prepare s {' '.join(f'{x:.2f}' for x in our_seconds)} | "
+                f"encode_batch s {' '.join(f'{x:.2f}' for x in raw_seconds)}"
+            )
+            print(lines[-1], runs[-1], sep="\n", file=sys.stderr)
+        lines += ["", "runs, in order (pairs alternate encode_batch, prepare):", *runs, ""]
         lines.append(
             f"CPU busy before each timed run (other programs): median {statistics.median(busy_seen):.0%}, "
             f"max {max(busy_seen):.0%} (each run waited up to {args.max_wait:.0f} s for < 10%)"

@@ -34,7 +34,7 @@ import numpy as np
 from tokenizers import Tokenizer
 from tqdm import tqdm
 
-from flightmind.data.documents import SKIP_REASONS, SkipCounts, documents, numbered_lines
+from flightmind.data.documents import SkipCounts, documents, numbered_lines
 from flightmind.data.tokenizer import (
     check_vocab_size,
     eot_id,
@@ -519,6 +519,9 @@ def main(argv: list[str] | None = None) -> int:
     except FlightMindError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"interrupted; temporary files removed: rerun to prepare {args.out}", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

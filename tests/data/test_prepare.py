@@ -169,7 +169,10 @@ def test_failed_runs_keep_the_previous_complete_outputs(prepared, corpus, tmp_pa
     shutil.copytree(prepared[0], out)
     before = {name: (out / name).read_bytes() for name in output_files(out)}
 
-    with pytest.raises(ValueError, match="vocab_size"):  # fails after all shards were written
+    # Each fails after all new shards were written, or halfway through writing them.
+    with pytest.raises(FlightMindError, match="validation split is empty"):
+        prepare(corpus["inputs"], out, tokenizer=corpus["tokenizer"], val_fraction=1e-9, workers=1, progress=False)
+    with pytest.raises(ValueError, match="vocab_size"):
         prepare(corpus["inputs"], out, tokenizer=corpus["tokenizer"], extra_meta={"vocab_size": 1}, workers=1, progress=False)
     interrupt_after_blocks(monkeypatch, blocks=2)
     with pytest.raises(KeyboardInterrupt):
