@@ -1,12 +1,43 @@
+import pytest
 import torch
 
 from flightmind.model import GPT, GPTConfig
 from flightmind.model.generate import generate, sample_next
 
 
-def test_greedy_is_argmax_and_stop_ids_end_generation():
+def tiny_model(max_seq_len: int = 32, depth: int = 2) -> GPT:
+    """A random GPT whose next token depends on the context, not only on the last token.
+
+    At initialization the attention writes little into the residual stream, so greedy decoding
+    would barely notice a broken cache; larger value and output projections make it matter.
+    """
     torch.manual_seed(0)
-    model = GPT(GPTConfig.from_depth(2, vocab_size=64, max_seq_len=32)).eval()
+    model = GPT(GPTConfig.from_depth(depth, vocab_size=64, max_seq_len=max_seq_len)).eval()
+    with torch.no_grad():
+        for block in model.blocks:
+            block.attn.v.weight.mul_(10)
+            block.attn.o.weight.mul_(10)
+    return model
+
+
+def recomputed_greedy(model: GPT, prompt: list[int], max_new_tokens: int) -> list[int]:
+    """The reference: a full forward pass over the context for every token.
+
+    The context is the whole prefix until it would exceed max_seq_len; then it restarts on the last
+    max_seq_len // 2 tokens (the documented rule of `generate`).
+    """
+    window = model.config.max_seq_len
+    tokens, start = list(prompt), 0
+    for _ in range(max_new_tokens):
+        if len(tokens) - start > window:
+            start = len(tokens) - window // 2
+        with torch.no_grad():
+            tokens.append(int(model(torch.tensor([tokens[start:]]))[0, -1].argmax()))
+    return tokens[len(prompt) :]
+
+
+def test_greedy_is_argmax_and_stop_ids_end_generation():
+    model = tiny_model()
     prompt = [5, 9, 11]
     tokens = list(generate(model, prompt, 6))
     assert len(tokens) == 6
@@ -14,6 +45,30 @@ def test_greedy_is_argmax_and_stop_ids_end_generation():
     assert tokens[2] == int(model(context)[0, -1].argmax())
     stop = tokens[-1]
     assert list(generate(model, prompt, 6, stop_ids={stop})) == tokens[: tokens.index(stop)]
+
+
+@pytest.mark.parametrize(
+    ("prompt", "max_new_tokens"),
+    [
+        ([7], 20),  # within the window
+        ([3, 1, 4, 1, 5, 9, 2, 6], 24),  # fills the window exactly (8 + 24 = 32)
+        ([2, 7, 1, 8], 90),  # past max_seq_len: the context restarts several times
+        (list(range(40)), 30),  # a prompt longer than the window
+    ],
+)
+def test_cached_greedy_equals_recomputing_the_prefix(prompt, max_new_tokens):
+    model = tiny_model(max_seq_len=32, depth=4)
+    expected = recomputed_greedy(model, prompt, max_new_tokens)
+    assert list(generate(model, prompt, max_new_tokens)) == expected
+    assert list(generate(model, prompt, max_new_tokens, use_cache=False)) == expected
+
+
+def test_cached_sampling_equals_uncached_sampling():
+    model = tiny_model()
+    kwargs = dict(temperature=0.9, top_k=20, top_p=0.95)
+    cached = list(generate(model, [1, 2, 3], 60, generator=torch.Generator().manual_seed(7), **kwargs))
+    uncached = list(generate(model, [1, 2, 3], 60, generator=torch.Generator().manual_seed(7), use_cache=False, **kwargs))
+    assert cached == uncached and len(cached) == 60
 
 
 def test_top_k_and_top_p_restrict_the_choice():
@@ -25,11 +80,15 @@ def test_top_k_and_top_p_restrict_the_choice():
 
 
 def test_seeded_sampling_is_reproducible():
-    torch.manual_seed(0)
-    model = GPT(GPTConfig.from_depth(2, vocab_size=64, max_seq_len=32)).eval()
+    model = tiny_model()
 
     def sample(seed):
         return list(generate(model, [1, 2], 10, temperature=1.0, generator=torch.Generator().manual_seed(seed)))
 
     assert sample(3) == sample(3)
     assert sample(3) != sample(4)
+
+
+def test_empty_prompt_is_an_error():
+    with pytest.raises(ValueError, match="at least one token"):
+        list(generate(tiny_model(), [], 3))
