@@ -21,6 +21,7 @@ from flightmind.training.callbacks import FinalCheckpoint, TokenThroughputMonito
 # name → (module defining add_arguments/run, one-line help)
 TOOLS: dict[str, tuple[str, str]] = {
     "prepare": ("flightmind.data.prepare", "train the BPE tokenizer if needed; JSONL → packed uint16 shards + meta.json"),
+    "generate": ("flightmind.model.generate", "continue a prompt with a trained checkpoint (KV cache; greedy or sampled)"),
 }
 
 LIGHTNING_COMMANDS = {
