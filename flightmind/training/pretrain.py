@@ -13,9 +13,10 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from tokenizers import Tokenizer
-from torchmetrics import MeanMetric
+from torchmetrics import MeanMetric, SumMetric
 
-from flightmind.data.tokenizer import tokenizer_hash
+from flightmind.data.heldout import IGNORE_INDEX, bits_per_byte
+from flightmind.data.tokenizer import load_tokenizer, tokenizer_hash
 from flightmind.errors import FlightMindError
 from flightmind.model import GPT, GPTConfig
 from flightmind.training.guards import TrainingGuard
@@ -61,6 +62,10 @@ class PretrainModule(L.LightningModule):
         self.config = GPTConfig(depth=depth, vocab_size=vocab_size, max_seq_len=max_seq_len)
         self.model: GPT | None = None
         self.val_loss = MeanMetric()
+        # Held-out totals, summed in float64 across batches and ranks (see flightmind.data.heldout).
+        self.test_sums = torch.nn.ModuleDict(
+            {name: SumMetric().set_dtype(torch.float64) for name in ("nats", "tokens", "bytes", "documents")}
+        )
         self._loss_sum: torch.Tensor | None = None
         self._loss_count = 0
         self.last_step_loss: torch.Tensor | None = None
@@ -178,6 +183,48 @@ class PretrainModule(L.LightningModule):
         self.log("val/loss", loss, prog_bar=True, sync_dist=True)
         self.log("val/ppl", torch.exp(loss), sync_dist=True)
 
+    # -- test: held-out documents, every token once (flightmind.data.heldout) --------------------
+    def on_test_start(self) -> None:
+        data_tokenizer = getattr(self.trainer.datamodule, "tokenizer_path", None)
+        if self.tokenizer is None or data_tokenizer is None:
+            return
+        if tokenizer_hash(load_tokenizer(data_tokenizer)) != self.tokenizer["sha256"]:
+            raise FlightMindError(
+                f"the checkpoint was trained with another tokenizer than {data_tokenizer}: point data.data_dir "
+                "at the directory the run was prepared in"
+            )
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        logits = self.model(batch["inputs"])
+        targets = batch["targets"].flatten()
+        nats = F.cross_entropy(logits.flatten(0, 1).float(), targets, ignore_index=IGNORE_INDEX, reduction="sum")
+        sums = self.test_sums
+        sums["nats"].update(nats)
+        sums["tokens"].update((targets != IGNORE_INDEX).sum())
+        sums["bytes"].update(batch["bytes"].sum())
+        sums["documents"].update(batch["documents"].sum())
+
+    def on_test_epoch_end(self) -> None:
+        totals = {name: metric.compute() for name, metric in self.test_sums.items()}  # summed over ranks
+        for metric in self.test_sums.values():
+            metric.reset()
+        loss = totals["nats"] / totals["tokens"]
+        bpb = bits_per_byte(totals["nats"], totals["bytes"])
+        self.log_dict(
+            {
+                "test/loss": loss,
+                "test/ppl": torch.exp(loss),
+                "test/bits_per_byte": bpb,
+                "test/tokens": totals["tokens"],
+                "test/documents": totals["documents"],
+            }
+        )
+        rank_zero_info(
+            f"held-out set: {int(totals['documents']):,} documents, {int(totals['tokens']):,} tokens, "
+            f"{int(totals['bytes']):,} bytes: loss {float(loss):.4f}, perplexity {float(torch.exp(loss)):.2f}, "
+            f"{float(bpb):.4f} bits per byte"
+        )
+
     # -- optimizer -----------------------------------------------------------------------------
     def configure_optimizers(self):
         hp = self.hparams
@@ -207,6 +254,7 @@ class PretrainModule(L.LightningModule):
             checkpoint["loss"] = float(self.last_step_loss)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.tokenizer = checkpoint.get("tokenizer", self.tokenizer)  # fit replaces it with the data's (on_fit_start)
         saved = checkpoint.get("model_config")
         if saved is None:
             return
