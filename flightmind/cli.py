@@ -23,6 +23,7 @@ from flightmind.training.samples import SampleGeneration
 TOOLS: dict[str, tuple[str, str]] = {
     "prepare": ("flightmind.data.prepare", "train the BPE tokenizer if needed; JSONL → packed uint16 shards + meta.json"),
     "generate": ("flightmind.model.generate", "continue a prompt with a trained checkpoint (KV cache; greedy or sampled)"),
+    "dashboard": ("flightmind.dashboard", "draw a run's loss, perplexity, gradient norm and throughput as a PNG"),
 }
 
 LIGHTNING_COMMANDS = {

@@ -92,3 +92,62 @@ def test_seeded_sampling_is_reproducible():
 def test_empty_prompt_is_an_error():
     with pytest.raises(ValueError, match="at least one token"):
         list(generate(tiny_model(), [], 3))
+
+
+# -- text in, text out: `flightmind generate` on a checkpoint that `fit` wrote ------------------
+
+
+def test_generate_command_loads_a_fit_checkpoint_and_continues_greedily(smoke_run, capsys):
+    from flightmind.cli import main
+    from flightmind.model.checkpoint import load_trained
+    from flightmind.model.generate import complete
+
+    cwd, _ = smoke_run
+    ckpt = cwd / "checkpoints" / "smoke" / "step_20.ckpt"
+    prompt = "A METAR report showing TSRA indicates"
+    args = ["generate", "--ckpt", str(ckpt), "--prompt", prompt, "--max-new-tokens", "40", "--device", "cpu"]
+    assert main([*args, "--temperature", "0"]) == 0
+    printed = capsys.readouterr().out
+    model, tokenizer = load_trained(ckpt)  # the tokenizer travels in the checkpoint
+    expected = complete(model, tokenizer, prompt, 40, temperature=0.0, use_cache=False).text
+    assert printed == prompt + expected + "\n"
+    assert main([*args, "--temperature", "0", "--stream"]) == 0
+    assert capsys.readouterr().out == printed
+
+
+def test_generate_command_sampling_is_reproducible_with_a_seed(smoke_run, capsys):
+    from flightmind.cli import main
+
+    cwd, _ = smoke_run
+    args = ["generate", "--ckpt", str(cwd / "checkpoints" / "smoke" / "step_20.ckpt"), "--prompt", "On approach",
+            "--max-new-tokens", "30", "--temperature", "1.0", "--top-k", "100", "--device", "cpu"]
+    outputs = []
+    for seed in ("5", "5", "6"):
+        assert main([*args, "--seed", seed]) == 0
+        outputs.append(capsys.readouterr().out)
+    assert outputs[0] == outputs[1] != outputs[2]
+
+
+def test_generate_command_errors_name_the_problem(tmp_path, capsys):
+    from flightmind.cli import main
+
+    assert main(["generate", "--ckpt", str(tmp_path / "none.ckpt"), "--prompt", "x"]) == 2
+    assert "none.ckpt does not exist" in capsys.readouterr().err
+    not_a_checkpoint = tmp_path / "x.ckpt"
+    torch.save({"weights": 1}, not_a_checkpoint)
+    assert main(["generate", "--ckpt", str(not_a_checkpoint), "--prompt", "x"]) == 2
+    assert "not a FlightMind checkpoint" in capsys.readouterr().err
+
+
+def test_streamed_text_equals_the_decoded_tokens_with_split_characters(prepared_dir):
+    from flightmind.data.tokenizer import load_tokenizer
+    from flightmind.model.generate import END, TextStream, stop_ids
+
+    tokenizer = load_tokenizer(prepared_dir / "tokenizer.json")
+    text = "Wind 270° at 15 kt ✈ — cleared to land"
+    ids = tokenizer.encode(text).ids
+    assert len(ids) > len(text.split())  # multi-byte characters span several tokens
+    stream = TextStream(tokenizer)
+    pieces = [stream.push(token) for token in ids] + [stream.flush()]
+    assert "".join(pieces) == text and not any("\ufffd" in piece for piece in pieces)
+    assert stop_ids(tokenizer) == {tokenizer.token_to_id("<|endoftext|>"), tokenizer.token_to_id(END)}
