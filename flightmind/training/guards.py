@@ -78,7 +78,7 @@ class TrainingGuard:
         self.skip_nonfinite = skip_nonfinite
         self.spike_factor = spike_factor
         self.recent: deque[float] = deque(maxlen=spike_window)
-        self.skipped = 0  # non-finite steps skipped, as known at the last check
+        self.skipped = 0  # non-finite steps skipped, as known at the last check (saved in checkpoints)
         self.last_finite: tuple[int, float] | None = None
         self._bad_count: torch.Tensor | None = None  # device: non-finite steps so far, checked or not
         self._steps: list[int] = []
@@ -100,7 +100,7 @@ class TrainingGuard:
         bad = (~(torch.isfinite(loss) & torch.isfinite(grad_norm))).float()
         if sum_over_ranks is not None:
             bad = (sum_over_ranks(bad) > 0).float()
-        self._bad_count = bad if self._bad_count is None else self._bad_count + bad
+        self._bad_count = bad + self.skipped if self._bad_count is None else self._bad_count + bad
         self._steps.append(step)
         self._records.append(torch.stack([loss, grad_norm, bad]))
         return torch.maximum(bad, (self._bad_count > self.skip_nonfinite).float())

@@ -252,9 +252,11 @@ class PretrainModule(L.LightningModule):
             checkpoint["tokenizer"] = self.tokenizer
         if self.last_step_loss is not None:
             checkpoint["loss"] = float(self.last_step_loss)
+        checkpoint["nonfinite_steps_skipped"] = self.guard.skipped
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.tokenizer = checkpoint.get("tokenizer", self.tokenizer)  # fit replaces it with the data's (on_fit_start)
+        self.guard.skipped = checkpoint.get("nonfinite_steps_skipped", 0)
         saved = checkpoint.get("model_config")
         if saved is None:
             return

@@ -131,3 +131,11 @@ def test_one_nonfinite_step_over_the_limit_stops(tmp_path):
     checkpoint = torch.load(tmp_path / "last_good_before_step_3.ckpt", weights_only=True)
     saved = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items()}
     assert_same_weights(saved, recorder.weights[3])
+
+
+def test_skipped_steps_restored_from_a_checkpoint_count_toward_the_limit():
+    guard = TrainingGuard(skip_nonfinite=2)
+    guard.skipped = 2  # as PretrainModule.on_load_checkpoint restores it
+    assert observe_all(guard, [3.0, NAN, 3.0]) == [0.0, 1.0, 1.0]
+    failure, _, _ = guard.check()
+    assert failure.step == 1 and failure.skipped_before == 2
