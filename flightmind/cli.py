@@ -29,7 +29,7 @@ TOOLS: dict[str, tuple[str, str]] = {
 LIGHTNING_COMMANDS = {
     "fit": "train, or resume with --ckpt_path last",
     "validate": "validation loss and perplexity of a checkpoint",
-    "test": "held-out loss and perplexity of a checkpoint",
+    "test": "held-out loss, perplexity and bits per byte of a checkpoint (data.test_file)",
 }
 
 

@@ -5,6 +5,9 @@ Every kind of saved model is recognized here, in ``load_trained``, and nowhere e
 - a Lightning checkpoint from ``flightmind fit`` (``*.ckpt``): the model's shape under ``model_config``,
   the weights under ``state_dict`` with a ``model.`` prefix, and the run's tokenizer under
   ``tokenizer`` (``PretrainModule`` copies it in, so a checkpoint is enough to sample from).
+
+A new kind (e.g. a directory of merged fine-tuned weights) gets its branch in ``load_trained``;
+``flightmind generate`` and everything else that samples go through it.
 """
 
 from __future__ import annotations
