@@ -17,17 +17,27 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from flightmind.errors import FlightMindError
 from flightmind.training.callbacks import FinalCheckpoint, TokenThroughputMonitor
+from flightmind.training.samples import SampleGeneration
 
 # name → (module defining add_arguments/run, one-line help)
 TOOLS: dict[str, tuple[str, str]] = {
     "prepare": ("flightmind.data.prepare", "train the BPE tokenizer if needed; JSONL → packed uint16 shards + meta.json"),
+    "generate": ("flightmind.model.generate", "continue a prompt with a trained checkpoint (KV cache; greedy or sampled)"),
+    "dashboard": ("flightmind.dashboard", "draw a run's loss, perplexity, gradient norm and throughput as a PNG"),
 }
 
 LIGHTNING_COMMANDS = {
     "fit": "train, or resume with --ckpt_path last",
     "validate": "validation loss and perplexity of a checkpoint",
-    "test": "held-out loss and perplexity of a checkpoint",
+    "test": "held-out loss, perplexity and bits per byte of a checkpoint (data.test_file)",
 }
+
+
+def val_check_interval(val_every_n_steps: int, accumulate_grad_batches: int | None) -> int:
+    """Lightning's val_check_interval (micro-batches) for a validation every N optimizer steps."""
+    if val_every_n_steps < 1:
+        raise FlightMindError(f"val_every_n_steps must be at least 1, not {val_every_n_steps}")
+    return val_every_n_steps * (accumulate_grad_batches or 1)
 
 
 class FlightMindCLI(LightningCLI):
@@ -59,6 +69,21 @@ class FlightMindCLI(LightningCLI):
         )
         parser.link_arguments("checkpoint.dirpath", "best_checkpoint.dirpath")
         parser.add_lightning_class_args(TokenThroughputMonitor, "throughput")
+        parser.add_lightning_class_args(SampleGeneration, "samples")
+        # Validation is configured in optimizer steps; Lightning's val_check_interval counts micro-batches.
+        parser.add_argument(
+            "--val_every_n_steps", type=int, default=500, help="validate every N optimizer steps, whatever the accumulation"
+        )
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        trainer = config.trainer
+        if trainer.val_check_interval is not None:
+            raise FlightMindError(
+                f"trainer.val_check_interval ({trainer.val_check_interval}) counts micro-batches; set "
+                "val_every_n_steps (optimizer steps, converted for any accumulation) instead"
+            )
+        trainer.val_check_interval = val_check_interval(config.val_every_n_steps, trainer.accumulate_grad_batches)
 
     def _parse_ckpt_path(self) -> None:
         # LightningCLI would silently replace the configured model with the checkpoint's

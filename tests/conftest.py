@@ -1,4 +1,6 @@
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -36,3 +38,26 @@ def prepared_dir(tmp_path_factory) -> Path:
 @pytest.fixture(autouse=True)
 def _quiet_tokenizers(monkeypatch):
     monkeypatch.setenv("TOKENIZERS_PARALLELISM", os.environ.get("TOKENIZERS_PARALLELISM", "false"))
+
+
+def flightmind(*args, cwd):
+    """`flightmind ARGS…` in a subprocess, running this checkout's package whatever is installed."""
+    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
+    return subprocess.run(
+        [sys.executable, "-m", "flightmind.cli", *map(str, args)],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=600,
+    )
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+    """The README's smoke command, offline, from an empty directory; run once per test session.
+
+    Tests that only read its outputs (event files, checkpoints) share it; tests that add to it
+    (a resumed run) must leave lightning_logs/version_0 and best.ckpt as they are.
+    """
+    cwd = tmp_path_factory.mktemp("smoke")
+    result = flightmind("fit", "-c", REPO / "configs" / "smoke.yaml", cwd=cwd)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return cwd, result

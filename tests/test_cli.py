@@ -1,40 +1,20 @@
 """The public commands, run as a user runs them: `flightmind …` in a subprocess."""
 
-import os
-import subprocess
-import sys
+import math
 from pathlib import Path
 
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def flightmind(*args, cwd):
-    # This checkout's package, whatever is installed.
-    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
-    env = {**os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
-    return subprocess.run(
-        [sys.executable, "-m", "flightmind.cli", *map(str, args)],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=600,
-    )
+from flightmind.training.samples import SPEC_PROMPTS
+from tests.conftest import REPO, flightmind
 
 
 def scalars(run_dir: Path, tag: str) -> list[tuple[int, float]]:
     events = EventAccumulator(str(run_dir))
     events.Reload()
     return [(e.step, e.value) for e in events.Scalars(tag)]
-
-
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    """The README's smoke command, offline, from an empty directory."""
-    cwd = tmp_path_factory.mktemp("smoke")
-    result = flightmind("fit", "-c", REPO / "configs" / "smoke.yaml", cwd=cwd)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return cwd, result
 
 
 def test_smoke_run_builds_demo_data_trains_and_checkpoints(smoke_run):
@@ -52,9 +32,64 @@ def test_smoke_run_builds_demo_data_trains_and_checkpoints(smoke_run):
     assert [step for step, _ in losses] == list(range(20))
     assert losses[0][1] == pytest.approx(10.4, abs=0.15)  # ≈ ln(32768) at initialization
     assert losses[0][1] - losses[-1][1] >= 1.5
-    assert len(scalars(run_dir, "val/loss")) >= 2
-    for tag in ("val/ppl", "train/ppl", "train/grad_norm", "lr/pg1", "train/device/items_per_sec"):
+    for tag in ("train/ppl", "train/grad_norm", "lr/pg1", "train/device/items_per_sec"):
         assert scalars(run_dir, tag), tag
+
+
+def test_smoke_run_validates_every_10_optimizer_steps_with_ppl_exp_loss(smoke_run):
+    cwd, _ = smoke_run
+    run_dir = cwd / "lightning_logs" / "version_0"
+    val_loss, val_ppl = scalars(run_dir, "val/loss"), scalars(run_dir, "val/ppl")
+    assert [step for step, _ in val_loss] == [9, 19]  # after optimizer steps 10 and 20
+    assert [step for step, _ in val_ppl] == [9, 19]
+    for (_, loss), (_, ppl) in zip(val_loss, val_ppl):
+        assert ppl == pytest.approx(math.exp(loss), rel=1e-5)
+    best = torch.load(cwd / "checkpoints" / "smoke" / "best.ckpt", weights_only=True)
+    assert best["global_step"] == 10 * (1 + min(range(2), key=lambda i: val_loss[i][1]))
+
+
+def test_smoke_run_logs_samples_of_the_spec_prompts(smoke_run):
+    cwd, result = smoke_run
+    events = EventAccumulator(str(cwd / "lightning_logs" / "version_0"))
+    events.Reload()
+    samples = events.Tensors("samples/text_summary")
+    assert [event.step for event in samples] == [10, 20]
+    text = samples[-1].tensor_proto.string_val[0].decode()
+    for prompt in SPEC_PROMPTS:
+        assert f"**{prompt}**" in text
+        assert prompt in result.stdout + result.stderr  # and on the console
+    assert "greedy:" in text and "sampled (temperature 0.8, top-k 50, seed 0):" in text
+
+
+def test_val_every_n_steps_counts_optimizer_steps_whatever_the_accumulation(tmp_path):
+    import lightning as L
+
+    from flightmind.cli import FlightMindCLI
+
+    args = ["-c", REPO / "configs" / "smoke.yaml", "--val_every_n_steps", "3", "--trainer.accumulate_grad_batches", "4"]
+    cli = FlightMindCLI(
+        model_class=L.LightningModule, datamodule_class=L.LightningDataModule, subclass_mode_model=True,
+        subclass_mode_data=True, run=False, args=[str(a) for a in args],
+    )
+    assert cli.trainer.val_check_interval == 12  # micro-batches
+    result = flightmind("fit", "-c", REPO / "configs" / "smoke.yaml", "--trainer.val_check_interval", "40", cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "set val_every_n_steps" in result.stderr
+
+
+def test_test_command_reports_held_out_loss_perplexity_tokens_and_bits_per_byte(smoke_run, tmp_path):
+    cwd, _ = smoke_run
+    held_out = tmp_path / "held_out.jsonl"
+    held_out.write_text('{"text": "METAR KORD 121651Z 27012KT 10SM BKN040 M05/M12 A3021"}\n{"text": "Cleared to land runway 28."}\n')
+    result = flightmind(
+        "test", "-c", REPO / "configs" / "smoke.yaml", "--ckpt_path", cwd / "checkpoints" / "smoke" / "step_20.ckpt",
+        "--data.init_args.data_dir", cwd / "data" / "demo", "--data.init_args.test_file", held_out, cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    for name in ("test/loss", "test/ppl", "test/tokens", "test/bits_per_byte"):
+        assert name in output
+    assert "held-out set: 2 documents" in output
 
 
 def test_resume_from_last_continues_at_the_saved_step(smoke_run):

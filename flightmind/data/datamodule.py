@@ -7,6 +7,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.fabric.utilities.apply_func import move_data_to_device
 from torch.utils.data import DataLoader
 
 from flightmind.data.sequences import PackedSequences, ResumableDataLoader, StreamSampler
@@ -23,6 +24,7 @@ class PretrainDataModule(L.LightningDataModule):
         shuffle: bool = True,
         seed: int = 1337,
         build_demo: bool = False,
+        test_file: str | None = None,
     ) -> None:
         """
         Args:
@@ -33,6 +35,8 @@ class PretrainDataModule(L.LightningDataModule):
             shuffle: a fresh seeded order of all windows on every pass; off gives stream order.
             seed: seeds the window order (the same on every rank; ranks take disjoint positions).
             build_demo: if ``data_dir`` has no prepared data, build it from the generated demo corpus.
+            test_file: held-out set for ``flightmind test``: JSONL (tokenized with ``data_dir``'s
+                tokenizer) or a packed ``.bin``; see ``flightmind.data.heldout``.
         """
         super().__init__()
         self.data_dir = Path(data_dir)
@@ -42,6 +46,7 @@ class PretrainDataModule(L.LightningDataModule):
         self.shuffle = shuffle
         self.seed = seed
         self.build_demo = build_demo
+        self.test_file = test_file
         self.meta: dict | None = None
 
     @property
@@ -110,5 +115,16 @@ class PretrainDataModule(L.LightningDataModule):
             )
         return DataLoader(dataset, **self._loader_kwargs(shuffle=False))
 
-    def transfer_batch_to_device(self, batch: torch.Tensor, device: torch.device, dataloader_idx: int) -> torch.Tensor:
-        return batch.to(device, non_blocking=True)
+    def test_dataloader(self) -> DataLoader:
+        from flightmind.data.heldout import HeldOutDocuments, RankShard, collate_windows
+        from flightmind.data.tokenizer import load_tokenizer
+
+        if self.test_file is None:
+            raise FlightMindError("set data.test_file (e.g. --data.init_args.test_file held_out.jsonl): a JSONL file or a packed .bin")
+        dataset = HeldOutDocuments(self.test_file, load_tokenizer(self.tokenizer_path), self.seq_len)
+        sampler = RankShard(dataset, num_replicas=self.trainer.world_size, rank=self.trainer.global_rank, shuffle=False)
+        return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, collate_fn=collate_windows)
+
+    def transfer_batch_to_device(self, batch, device: torch.device, dataloader_idx: int):
+        # Tensors for training and validation, a dict of tensors for test; non-blocking copies.
+        return move_data_to_device(batch, device)

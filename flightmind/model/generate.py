@@ -1,12 +1,20 @@
-"""Text continuation: greedy or sampled (temperature, top-k, top-p), one token at a time."""
+"""Text continuation: greedy or sampled (temperature, top-k, top-p), one token at a time, with a KV cache."""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator
+import argparse
+import sys
+import time
+from collections.abc import Callable, Collection, Iterator
 
 import torch
+from tokenizers import Tokenizer
 
-from flightmind.model.gpt import GPT
+from flightmind.data.tokenizer import EOT, eot_id
+from flightmind.errors import FlightMindError
+from flightmind.model.gpt import GPT, KVCache
+
+END = "<|end|>"  # the end of a chat turn
 
 
 def sample_next(
@@ -34,6 +42,18 @@ def sample_next(
     return int(torch.multinomial(probs, 1, generator=generator))
 
 
+def context_start(length: int, start: int, max_seq_len: int) -> int:
+    """Where the model's context begins, given ``length`` tokens so far and a context that began at ``start``.
+
+    The context grows until it fills ``max_seq_len``; the next token restarts it on the last half of
+    the window (rotary positions from 0 again). With a cache that is one re-fill of the cache per
+    ``max_seq_len // 2`` new tokens instead of a full forward pass per token.
+    """
+    if length - start <= max_seq_len:
+        return start
+    return length - max(1, max_seq_len // 2)
+
+
 @torch.no_grad()
 def generate(
     model: GPT,
@@ -45,15 +65,160 @@ def generate(
     top_p: float | None = None,
     stop_ids: Collection[int] = (),
     generator: torch.Generator | None = None,
+    use_cache: bool = True,
 ) -> Iterator[int]:
-    """Yield up to ``max_new_tokens`` continuation tokens of ``prompt``; a stop id ends (and is not yielded)."""
+    """Yield up to ``max_new_tokens`` continuation tokens of ``prompt``; a stop id ends (and is not yielded).
+
+    With ``use_cache`` each new token costs one position through a ``KVCache``; without, the whole
+    context is recomputed for every token. Both see the same context (see ``context_start``) and give
+    the same tokens.
+    """
+    if not prompt:
+        raise ValueError("the prompt must hold at least one token")
     device = next(model.parameters()).device
-    tokens = torch.tensor([prompt], dtype=torch.long, device=device)
+    window = model.config.max_seq_len
+    tokens = list(prompt)
+    start = context_start(len(tokens), 0, window)
+    cache = KVCache(min(window, len(tokens) + max_new_tokens)) if use_cache else None
+    cached = start  # tokens[start:cached] are in the cache
     for _ in range(max_new_tokens):
-        context = tokens[:, -model.config.max_seq_len :]
-        logits = model(context)[0, -1]
+        restart = context_start(len(tokens), start, window)
+        if restart != start:
+            start = cached = restart
+            if cache is not None:
+                cache.reset()
+        if cache is None:
+            logits = model(torch.tensor([tokens[start:]], device=device))[0, -1]
+        else:
+            logits = model(torch.tensor([tokens[cached:]], device=device), cache)[0, -1]
+            cached = len(tokens)
         token = sample_next(logits, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
         if token in stop_ids:
             return
         yield token
-        tokens = torch.cat([tokens, tokens.new_tensor([[token]])], dim=1)
+        tokens.append(token)
+
+
+# ---------------------------------------------------------------------------------------------
+# Text in, text out (used by `flightmind generate` and the sample callback)
+
+
+def stop_ids(tokenizer: Tokenizer) -> set[int]:
+    """Generation ends at the end of a document or of a chat turn."""
+    return {tokenizer.token_to_id(token) for token in (EOT, END)} - {None}
+
+
+def encode_prompt(tokenizer: Tokenizer, prompt: str) -> list[int]:
+    """The prompt as the start of a document: training put ``<|endoftext|>`` before every document."""
+    return [eot_id(tokenizer), *tokenizer.encode(prompt, add_special_tokens=False).ids]
+
+
+class TextStream:
+    """Turns tokens into text as they come, holding back a character whose bytes are still incomplete."""
+
+    def __init__(self, tokenizer: Tokenizer) -> None:
+        self.tokenizer = tokenizer
+        self.ids: list[int] = []
+        self.text = ""
+
+    def push(self, token: int) -> str:
+        """The new text that ``token`` completes (possibly empty)."""
+        self.ids.append(token)
+        text = self.tokenizer.decode(self.ids, skip_special_tokens=False)
+        if text.endswith("\ufffd"):  # byte-level BPE: a multi-byte character split across tokens
+            return ""
+        new, self.text = text[len(self.text) :], text
+        return new
+
+    def flush(self) -> str:
+        text = self.tokenizer.decode(self.ids, skip_special_tokens=False)
+        new, self.text = text[len(self.text) :], text
+        return new
+
+
+def complete(
+    model: GPT,
+    tokenizer: Tokenizer,
+    prompt: str,
+    max_new_tokens: int,
+    *,
+    on_text: Callable[[str], None] | None = None,
+    **sampling,
+) -> TextStream:
+    """The continuation of ``prompt`` (``.text``, ``.ids``); ``on_text`` receives the text piece by piece.
+
+    ``sampling`` takes the keyword arguments of ``generate`` (temperature, top_k, top_p, generator, use_cache).
+    """
+    stream = TextStream(tokenizer)
+    for token in generate(model, encode_prompt(tokenizer, prompt), max_new_tokens, stop_ids=stop_ids(tokenizer), **sampling):
+        piece = stream.push(token)
+        if piece and on_text is not None:
+            on_text(piece)
+    piece = stream.flush()
+    if piece and on_text is not None:
+        on_text(piece)
+    return stream
+
+
+# ---------------------------------------------------------------------------------------------
+# `flightmind generate`
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--ckpt", required=True, metavar="PATH", help="a checkpoint written by `flightmind fit` (e.g. checkpoints/d8/best.ckpt)")
+    parser.add_argument("--prompt", required=True, help="text to continue")
+    parser.add_argument("--max-new-tokens", type=int, default=200, help="at most this many new tokens (default: 200)")
+    parser.add_argument("--temperature", type=float, default=0.8, help="sampling temperature; 0 is greedy (default: 0.8)")
+    parser.add_argument("--top-k", type=int, default=None, help="sample among the k most likely tokens")
+    parser.add_argument("--top-p", type=float, default=None, help="sample among the most likely tokens holding this probability mass")
+    parser.add_argument("--seed", type=int, default=None, help="seed for reproducible sampling")
+    parser.add_argument("--stream", action="store_true", help="print the text as it is generated")
+    parser.add_argument("--tokenizer", metavar="tokenizer.json", help="use this tokenizer instead of the one the checkpoint carries")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda if available)")
+    parser.add_argument("--no-cache", action="store_true", help="recompute the whole context for every token (slow; for comparison)")
+
+
+def _check_arguments(args: argparse.Namespace) -> None:
+    if args.max_new_tokens < 1:
+        raise FlightMindError(f"--max-new-tokens must be at least 1, not {args.max_new_tokens}")
+    if args.temperature < 0:
+        raise FlightMindError(f"--temperature must be 0 (greedy) or more, not {args.temperature}")
+    if args.top_k is not None and args.top_k < 1:
+        raise FlightMindError(f"--top-k must be at least 1, not {args.top_k}")
+    if args.top_p is not None and not 0 < args.top_p <= 1:
+        raise FlightMindError(f"--top-p must be in (0, 1], not {args.top_p}")
+
+
+def run(args: argparse.Namespace) -> int:
+    from flightmind.model.checkpoint import load_trained
+
+    _check_arguments(args)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model, tokenizer = load_trained(args.ckpt, tokenizer=args.tokenizer, device=device)
+    generator = None if args.seed is None else torch.Generator(device).manual_seed(args.seed)
+
+    def show(piece: str) -> None:
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+
+    if args.stream:
+        show(args.prompt)
+    started = time.perf_counter()
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        completion = complete(
+            model,
+            tokenizer,
+            args.prompt,
+            args.max_new_tokens,
+            on_text=show if args.stream else None,
+            temperature=args.temperature,
+            top_k=args.top_k,
+            top_p=args.top_p,
+            generator=generator,
+            use_cache=not args.no_cache,
+        )
+    seconds = time.perf_counter() - started
+    print("" if args.stream else args.prompt + completion.text)
+    tokens = len(completion.ids)
+    print(f"[{tokens} tokens in {seconds:.2f} s, {tokens / seconds:.1f} tokens/s]", file=sys.stderr)
+    return 0

@@ -1,7 +1,8 @@
 """The FlightMind GPT: a LLaMA-style decoder, readable top to bottom.
 
 Pre-norm RMSNorm, rotary position embeddings, causal multi-head attention through SDPA, a SwiGLU
-MLP of width 4·dim, no biases, and an output head tied to the token embedding.
+MLP of width 4·dim, no biases, and an output head tied to the token embedding. For decoding, a
+``KVCache`` keeps each layer's keys and values so that a new token costs one position, not the prefix.
 """
 
 from __future__ import annotations
@@ -39,6 +40,35 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return rotated.type_as(x)
 
 
+class KVCache:
+    """Keys and values of the positions decoded so far, for every layer: one (B, H, capacity, D) pair each.
+
+    ``length`` positions are filled; the next forward pass writes its tokens after them and rotates them
+    at positions ``length, length + 1, …``. Storage is allocated on first use, in the dtype and on the
+    device of the keys, so the cache follows autocast and the model's device.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.length = 0
+        self.keys: list[torch.Tensor] = []
+        self.values: list[torch.Tensor] = []
+
+    def reset(self) -> None:
+        self.length = 0
+
+    def store(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write this forward pass's keys/values of one layer; return all of that layer's so far."""
+        if layer == len(self.keys):
+            B, H, _, D = k.shape
+            self.keys.append(k.new_empty(B, H, self.capacity, D))
+            self.values.append(v.new_empty(B, H, self.capacity, D))
+        end = self.length + k.size(2)
+        self.keys[layer][:, :, self.length : end] = k
+        self.values[layer][:, :, self.length : end] = v
+        return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
@@ -49,12 +79,25 @@ class CausalSelfAttention(nn.Module):
         self.v = nn.Linear(config.dim, config.attn_dim, bias=False)
         self.o = nn.Linear(config.attn_dim, config.dim, bias=False)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache | None = None, layer: int = 0
+    ) -> torch.Tensor:
         B, T, _ = x.shape
         q, k, v = (proj(x).view(B, T, self.n_head, self.head_size).transpose(1, 2) for proj in (self.q, self.k, self.v))
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        # No explicit mask: is_causal keeps SDPA on its flash / memory-efficient kernels.
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        if cache is None or cache.length == 0:
+            # No explicit mask: is_causal keeps SDPA on its flash / memory-efficient kernels.
+            if cache is not None:
+                cache.store(layer, k, v)
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:
+            # Queries are the last T of the keys. SDPA's is_causal aligns its mask top-left, which
+            # would hide the cached prefix: one query may see every key; a chunk needs the mask
+            # shifted by the cached length.
+            start = cache.length
+            k, v = cache.store(layer, k, v)
+            mask = None if T == 1 else torch.ones(T, start + T, dtype=torch.bool, device=x.device).tril(diagonal=start)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.o(y.transpose(1, 2).reshape(B, T, -1))
 
 
@@ -77,8 +120,10 @@ class Block(nn.Module):
         self.mlp_norm = RMSNorm(config.dim, config.norm_eps)
         self.mlp = SwiGLU(config)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.attn_norm(x), cos, sin)
+    def forward(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache | None = None, layer: int = 0
+    ) -> torch.Tensor:
+        x = x + self.attn(self.attn_norm(x), cos, sin, cache, layer)
         return x + self.mlp(self.mlp_norm(x))
 
 
@@ -113,13 +158,22 @@ class GPT(nn.Module):
             nn.init.ones_(block.mlp_norm.weight)
         nn.init.ones_(self.norm.weight)
 
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        """Token ids (B, T) → logits (B, T, vocab)."""
-        T = idx.size(1)
-        if T > self.config.max_seq_len:
-            raise ValueError(f"sequence of {T} tokens exceeds max_seq_len={self.config.max_seq_len}")
-        cos, sin = self.rope_cos[:T], self.rope_sin[:T]
+    def forward(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """Token ids (B, T) → logits (B, T, vocab).
+
+        With a ``cache``, ``idx`` continues the ``cache.length`` positions already in it, and the cache
+        grows by T.
+        """
+        start = 0 if cache is None else cache.length
+        end = start + idx.size(1)
+        if end > self.config.max_seq_len:
+            raise ValueError(f"sequence of {end} tokens exceeds max_seq_len={self.config.max_seq_len}")
+        if cache is not None and end > cache.capacity:
+            raise ValueError(f"sequence of {end} tokens exceeds the KV cache's capacity of {cache.capacity}")
+        cos, sin = self.rope_cos[start:end], self.rope_sin[start:end]
         x = self.embed(idx)
-        for block in self.blocks:
-            x = block(x, cos, sin)
+        for layer, block in enumerate(self.blocks):
+            x = block(x, cos, sin, cache, layer)
+        if cache is not None:
+            cache.length = end
         return F.linear(self.norm(x), self.embed.weight)

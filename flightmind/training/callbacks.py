@@ -9,12 +9,13 @@ import torch
 from lightning.pytorch.callbacks import ThroughputMonitor
 
 
-def _batch_size(batch: torch.Tensor) -> int:
-    return batch.size(0)
+def _batch_size(batch: torch.Tensor | dict) -> int:
+    return (batch["inputs"] if isinstance(batch, dict) else batch).size(0)
 
 
-def _tokens(batch: torch.Tensor) -> int:
-    return batch.size(0) * (batch.size(1) - 1)
+def _tokens(batch: torch.Tensor | dict) -> int:
+    # (B, T+1) windows in training and validation; held-out test batches are dicts of (B, T) inputs.
+    return batch["inputs"].numel() if isinstance(batch, dict) else batch.size(0) * (batch.size(1) - 1)
 
 
 class TokenThroughputMonitor(ThroughputMonitor):

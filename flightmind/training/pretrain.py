@@ -6,14 +6,20 @@ module owns the model, the loss, the optimizer groups and what gets logged.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import lightning as L
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.utilities import grad_norm, rank_zero_info
-from torchmetrics import MeanMetric
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from tokenizers import Tokenizer
+from torchmetrics import MeanMetric, SumMetric
 
+from flightmind.data.heldout import IGNORE_INDEX, bits_per_byte
+from flightmind.data.tokenizer import load_tokenizer, tokenizer_hash
 from flightmind.errors import FlightMindError
 from flightmind.model import GPT, GPTConfig
+from flightmind.training.guards import TrainingGuard
 from flightmind.training.schedule import warmup_cosine
 
 
@@ -30,6 +36,9 @@ class PretrainModule(L.LightningModule):
         betas: tuple[float, float] = (0.9, 0.95),
         eps: float = 1e-8,
         compile: bool = False,
+        skip_nonfinite: int = 0,
+        spike_factor: float = 2.0,
+        spike_window: int = 100,
     ) -> None:
         """
         Args:
@@ -43,16 +52,26 @@ class PretrainModule(L.LightningModule):
             betas: AdamW betas.
             eps: AdamW epsilon.
             compile: compile the model in place with ``torch.compile`` (keys stay unchanged).
+            skip_nonfinite: optimizer steps with a non-finite loss or gradient norm to skip and count;
+                the next one stops training (0: the first one does), saving the last good state.
+            spike_factor: warn when a step's loss exceeds this multiple of the running median.
+            spike_window: optimizer steps in that running median.
         """
         super().__init__()
         self.save_hyperparameters()
         self.config = GPTConfig(depth=depth, vocab_size=vocab_size, max_seq_len=max_seq_len)
         self.model: GPT | None = None
         self.val_loss = MeanMetric()
+        # Held-out totals, summed in float64 across batches and ranks (see flightmind.data.heldout).
+        self.test_sums = torch.nn.ModuleDict(
+            {name: SumMetric().set_dtype(torch.float64) for name in ("nats", "tokens", "bytes", "documents")}
+        )
         self._loss_sum: torch.Tensor | None = None
         self._loss_count = 0
         self.last_step_loss: torch.Tensor | None = None
         self.flops_per_batch: int | None = None  # read by ThroughputMonitor for FLOP/s and MFU
+        self.guard = TrainingGuard(skip_nonfinite, spike_factor, spike_window)
+        self.tokenizer: dict | None = None  # the run's tokenizer {"json", "sha256"}, copied into every checkpoint
 
     # -- model ---------------------------------------------------------------------------------
     def configure_model(self) -> None:
@@ -86,6 +105,10 @@ class PretrainModule(L.LightningModule):
             raise FlightMindError(
                 f"data.seq_len={seq_len} exceeds model.max_seq_len={self.config.max_seq_len}: lower one or raise the other"
             )
+        tokenizer_path = getattr(datamodule, "tokenizer_path", None)
+        if tokenizer_path is not None and Path(tokenizer_path).is_file():
+            text = Path(tokenizer_path).read_text(encoding="utf-8")
+            self.tokenizer = {"json": text, "sha256": tokenizer_hash(Tokenizer.from_str(text))}
 
     def on_train_start(self) -> None:
         trainer, datamodule = self.trainer, self.trainer.datamodule
@@ -111,14 +134,44 @@ class PretrainModule(L.LightningModule):
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         # Called once per optimizer step, after accumulation: log the loss of the whole effective batch.
+        trainer, step = self.trainer, self.trainer.global_step
         step_loss = self._loss_sum / self._loss_count
         self._loss_sum, self._loss_count = None, 0
         self.last_step_loss = step_loss
         self.log("train/loss", step_loss, prog_bar=True)
         self.log("train/ppl", torch.exp(step_loss))
-        if self.trainer.global_step % self.trainer.log_every_n_steps == 0:
-            norms = grad_norm(self.model, norm_type=2)
-            self.log("train/grad_norm", norms["grad_2.0_norm_total"])
+        norm = torch.nn.utils.get_total_norm([p.grad for p in self.parameters() if p.grad is not None])
+        sum_over_ranks = (lambda t: trainer.strategy.reduce(t, reduce_op="sum")) if trainer.world_size > 1 else None
+        if getattr(trainer.precision_plugin, "scaler", None) is None:
+            # The fused AdamW skips the update when found_inf is 1, as under GradScaler: no host sync.
+            optimizer.found_inf = self.guard.observe(step, step_loss, norm, sum_over_ranks)
+        else:
+            # float16: GradScaler skips overflowing steps itself (and owns found_inf); watch the loss only.
+            self.guard.observe(step, step_loss, torch.zeros_like(norm), sum_over_ranks)
+        if step % trainer.log_every_n_steps == 0 or step + 1 == trainer.max_steps:
+            self.log("train/grad_norm", norm)
+            self._check_guard()
+
+    def _check_guard(self) -> None:
+        """On logging steps: warn of spikes, count skipped steps, stop at a non-finite step over the limit."""
+        failure, spikes, skipped = self.guard.check()
+        for spike in spikes:
+            rank_zero_warn(str(spike))
+        if skipped:
+            rank_zero_warn(
+                f"skipped optimizer step(s) {skipped}: non-finite loss or gradient norm; {self.guard.skipped} "
+                f"skipped so far (model.skip_nonfinite={self.guard.skip_nonfinite})"
+            )
+        self.log("train/nonfinite_steps", float(self.guard.skipped))
+        if failure is None:
+            return
+        # No update has landed since the failing step (the guard keeps found_inf at 1): save that state.
+        dirpath = getattr(self.trainer.checkpoint_callback, "dirpath", None) or self.trainer.default_root_dir
+        path = str(Path(dirpath) / f"last_good_before_step_{failure.step}.ckpt")
+        if failure.last_finite_loss is not None:
+            self.last_step_loss = torch.tensor(failure.last_finite_loss)
+        self.trainer.save_checkpoint(path)
+        raise FlightMindError(failure.message(path, self.guard.skip_nonfinite))
 
     # -- validation ----------------------------------------------------------------------------
     def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
@@ -130,6 +183,48 @@ class PretrainModule(L.LightningModule):
         self.log("val/loss", loss, prog_bar=True, sync_dist=True)
         self.log("val/ppl", torch.exp(loss), sync_dist=True)
 
+    # -- test: held-out documents, every token once (flightmind.data.heldout) --------------------
+    def on_test_start(self) -> None:
+        data_tokenizer = getattr(self.trainer.datamodule, "tokenizer_path", None)
+        if self.tokenizer is None or data_tokenizer is None:
+            return
+        if tokenizer_hash(load_tokenizer(data_tokenizer)) != self.tokenizer["sha256"]:
+            raise FlightMindError(
+                f"the checkpoint was trained with another tokenizer than {data_tokenizer}: point data.data_dir "
+                "at the directory the run was prepared in"
+            )
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        logits = self.model(batch["inputs"])
+        targets = batch["targets"].flatten()
+        nats = F.cross_entropy(logits.flatten(0, 1).float(), targets, ignore_index=IGNORE_INDEX, reduction="sum")
+        sums = self.test_sums
+        sums["nats"].update(nats)
+        sums["tokens"].update((targets != IGNORE_INDEX).sum())
+        sums["bytes"].update(batch["bytes"].sum())
+        sums["documents"].update(batch["documents"].sum())
+
+    def on_test_epoch_end(self) -> None:
+        totals = {name: metric.compute() for name, metric in self.test_sums.items()}  # summed over ranks
+        for metric in self.test_sums.values():
+            metric.reset()
+        loss = totals["nats"] / totals["tokens"]
+        bpb = bits_per_byte(totals["nats"], totals["bytes"])
+        self.log_dict(
+            {
+                "test/loss": loss,
+                "test/ppl": torch.exp(loss),
+                "test/bits_per_byte": bpb,
+                "test/tokens": totals["tokens"],
+                "test/documents": totals["documents"],
+            }
+        )
+        rank_zero_info(
+            f"held-out set: {int(totals['documents']):,} documents, {int(totals['tokens']):,} tokens, "
+            f"{int(totals['bytes']):,} bytes: loss {float(loss):.4f}, perplexity {float(torch.exp(loss)):.2f}, "
+            f"{float(bpb):.4f} bits per byte"
+        )
+
     # -- optimizer -----------------------------------------------------------------------------
     def configure_optimizers(self):
         hp = self.hparams
@@ -138,9 +233,8 @@ class PretrainModule(L.LightningModule):
             {"params": [p for p in params if p.dim() >= 2], "weight_decay": hp.weight_decay},
             {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
         ]
-        optimizer = torch.optim.AdamW(
-            groups, lr=hp.max_lr, betas=tuple(hp.betas), eps=hp.eps, fused=self.device.type == "cuda"
-        )
+        # Fused (CUDA and CPU kernels): one kernel per step, and it honours found_inf (see TrainingGuard).
+        optimizer = torch.optim.AdamW(groups, lr=hp.max_lr, betas=tuple(hp.betas), eps=hp.eps, fused=True)
         max_steps = self.trainer.max_steps
         if max_steps is None or max_steps < 1:
             raise FlightMindError("set trainer.max_steps: the learning-rate schedule is built from it")
@@ -153,10 +247,16 @@ class PretrainModule(L.LightningModule):
     # -- checkpoints ---------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["model_config"] = self.config.to_dict()
+        if self.tokenizer is not None:
+            # A checkpoint is enough to sample from (flightmind.model.checkpoint.load_trained).
+            checkpoint["tokenizer"] = self.tokenizer
         if self.last_step_loss is not None:
             checkpoint["loss"] = float(self.last_step_loss)
+        checkpoint["nonfinite_steps_skipped"] = self.guard.skipped
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.tokenizer = checkpoint.get("tokenizer", self.tokenizer)  # fit replaces it with the data's (on_fit_start)
+        self.guard.skipped = checkpoint.get("nonfinite_steps_skipped", 0)
         saved = checkpoint.get("model_config")
         if saved is None:
             return

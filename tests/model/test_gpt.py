@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from flightmind.model import GPT, GPTConfig
+from flightmind.model import GPT, GPTConfig, KVCache
 
 
 @pytest.mark.parametrize(
@@ -67,3 +67,26 @@ def test_too_long_sequence_is_refused():
     model = GPT(GPTConfig.from_depth(2, max_seq_len=16))
     with pytest.raises(ValueError, match="max_seq_len=16"):
         model(torch.zeros(1, 17, dtype=torch.long))
+
+
+def test_cached_chunks_give_the_logits_of_one_full_pass():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig.from_depth(4, vocab_size=128, max_seq_len=64)).eval()
+    idx = torch.randint(0, 128, (2, 40))
+    full = model(idx)
+    cache = KVCache(capacity=40)
+    # A prefill from empty (is_causal), a chunk after it (shifted mask), then single tokens (no mask).
+    pieces = [model(idx[:, :17], cache), model(idx[:, 17:30], cache)]
+    pieces += [model(idx[:, t : t + 1], cache) for t in range(30, 40)]
+    assert cache.length == 40
+    torch.testing.assert_close(torch.cat(pieces, dim=1), full, atol=1e-5, rtol=1e-5)
+
+
+def test_cache_and_context_limits_are_errors():
+    model = GPT(GPTConfig.from_depth(2, vocab_size=64, max_seq_len=16))
+    with pytest.raises(ValueError, match="max_seq_len=16"):
+        model(torch.zeros(1, 17, dtype=torch.long))
+    cache = KVCache(capacity=8)
+    model(torch.zeros(1, 6, dtype=torch.long), cache)
+    with pytest.raises(ValueError, match="capacity of 8"):
+        model(torch.zeros(1, 3, dtype=torch.long), cache)

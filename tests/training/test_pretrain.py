@@ -1,3 +1,5 @@
+import math
+
 import lightning as L
 import pytest
 import torch
@@ -56,3 +58,24 @@ def test_accumulating_four_batches_of_two_equals_one_batch_of_eight():
     assert whole.keys() == accumulated.keys()
     for name in whole:
         torch.testing.assert_close(accumulated[name], whole[name], atol=1e-5, rtol=1e-5, msg=name)
+
+
+def validate(prepared_dir, **trainer_args) -> dict:
+    from flightmind.data.datamodule import PretrainDataModule
+
+    torch.manual_seed(0)
+    module = PretrainModule(depth=2, vocab_size=1024, max_seq_len=64)
+    module.configure_model()  # the same weights in every process
+    data = PretrainDataModule(data_dir=str(prepared_dir), seq_len=32, batch_size=2, num_workers=0)
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False, **trainer_args)
+    (metrics,) = trainer.validate(module, datamodule=data, verbose=False)
+    return metrics
+
+
+def test_validation_loss_is_the_mean_over_all_ranks_and_ppl_its_exp(prepared_dir):
+    # One process over batches 0-3 (sequences 0-7); two ranks over two batches each: the same 8 sequences.
+    one = validate(prepared_dir, devices=1, limit_val_batches=4)
+    two = validate(prepared_dir, devices=2, strategy="ddp_spawn", limit_val_batches=2)
+    assert two["val/loss"] == pytest.approx(one["val/loss"], rel=1e-5)
+    assert one["val/ppl"] == pytest.approx(math.exp(one["val/loss"]), rel=1e-5)
+    assert two["val/ppl"] == pytest.approx(math.exp(two["val/loss"]), rel=1e-5)
