@@ -9,12 +9,19 @@ from __future__ import annotations
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.strategies import FSDPStrategy
 from lightning.pytorch.utilities import grad_norm, rank_zero_info
 from torchmetrics import MeanMetric
 
 from flightmind.errors import FlightMindError
-from flightmind.model import GPT, GPTConfig
+from flightmind.model import GPT, Block, GPTConfig
+from flightmind.training.callbacks import is_logging_step
 from flightmind.training.schedule import warmup_cosine
+
+
+def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy of logits (B, T, V) against targets (B, T), in fp32."""
+    return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
 
 
 class PretrainModule(L.LightningModule):
@@ -30,6 +37,7 @@ class PretrainModule(L.LightningModule):
         betas: tuple[float, float] = (0.9, 0.95),
         eps: float = 1e-8,
         compile: bool = False,
+        activation_checkpointing: bool = False,
     ) -> None:
         """
         Args:
@@ -42,12 +50,15 @@ class PretrainModule(L.LightningModule):
             weight_decay: AdamW decay for tensors with ≥ 2 dims; 1-dim tensors get none.
             betas: AdamW betas.
             eps: AdamW epsilon.
-            compile: compile the model in place with ``torch.compile`` (keys stay unchanged).
+            compile: compile the model in place with ``torch.compile`` (keys stay unchanged), and the loss.
+            activation_checkpointing: recompute each block's activations during backward instead of
+                storing them (less memory, about a third more compute); works under every strategy.
         """
         super().__init__()
         self.save_hyperparameters()
         self.config = GPTConfig(depth=depth, vocab_size=vocab_size, max_seq_len=max_seq_len)
         self.model: GPT | None = None
+        self._cross_entropy = cross_entropy
         self.val_loss = MeanMetric()
         self._loss_sum: torch.Tensor | None = None
         self._loss_count = 0
@@ -60,8 +71,14 @@ class PretrainModule(L.LightningModule):
         if self.model is not None:
             return
         self.model = GPT(self.config)
+        if self.hparams.activation_checkpointing:
+            from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import apply_activation_checkpointing
+
+            apply_activation_checkpointing(self.model, check_fn=lambda module: isinstance(module, Block))
         if self.hparams.compile:
             self.model.compile()
+            # Compiled, the loss never materializes fp32 logits: it keeps 2 bytes per logit for backward, not 4.
+            self._cross_entropy = torch.compile(cross_entropy)
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         return self.model(idx)
@@ -69,8 +86,7 @@ class PretrainModule(L.LightningModule):
     def loss(self, batch: torch.Tensor) -> torch.Tensor:
         """Mean next-token cross-entropy over a batch of windows (B, T+1)."""
         inputs, targets = batch[:, :-1], batch[:, 1:]
-        logits = self.model(inputs)
-        return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
+        return self._cross_entropy(self.model(inputs), targets)
 
     # -- training ------------------------------------------------------------------------------
     def on_fit_start(self) -> None:
@@ -114,11 +130,24 @@ class PretrainModule(L.LightningModule):
         step_loss = self._loss_sum / self._loss_count
         self._loss_sum, self._loss_count = None, 0
         self.last_step_loss = step_loss
-        self.log("train/loss", step_loss, prog_bar=True)
+        # Not prog_bar: Lightning reads progress-bar values back after every batch, a GPU sync;
+        # StepProgressBar shows train/loss on logging steps only.
+        self.log("train/loss", step_loss)
         self.log("train/ppl", torch.exp(step_loss))
-        if self.trainer.global_step % self.trainer.log_every_n_steps == 0:
+        if is_logging_step(self.trainer) and not isinstance(self.trainer.strategy, FSDPStrategy):
             norms = grad_norm(self.model, norm_type=2)
             self.log("train/grad_norm", norms["grad_2.0_norm_total"])
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        if not isinstance(self.trainer.strategy, FSDPStrategy) or gradient_clip_algorithm not in (None, "norm"):
+            return super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+        # Under FSDP each rank holds a shard of every gradient, and Lightning's precision plugin refuses
+        # norm clipping: the FSDP root computes the norm over all shards (and returns it, before clipping).
+        logging = is_logging_step(self.trainer)
+        if gradient_clip_val or logging:
+            norm = self.trainer.strategy.model.clip_grad_norm_(gradient_clip_val or float("inf"))
+            if logging:
+                self.log("train/grad_norm", norm)
 
     # -- validation ----------------------------------------------------------------------------
     def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
