@@ -59,6 +59,7 @@ class PretrainModule(L.LightningModule):
         self.config = GPTConfig(depth=depth, vocab_size=vocab_size, max_seq_len=max_seq_len)
         self.model: GPT | None = None
         self._cross_entropy = cross_entropy
+        self._matrices: set[int] = set()  # ids of the ≥ 2-dim parameters, recorded while they are whole
         self.val_loss = MeanMetric()
         self._loss_sum: torch.Tensor | None = None
         self._loss_count = 0
@@ -71,6 +72,9 @@ class PretrainModule(L.LightningModule):
         if self.model is not None:
             return
         self.model = GPT(self.config)
+        # FSDP later turns every parameter into a 1-dim view of its shard (the same Parameter objects):
+        # decide weight decay by the shape each has now.
+        self._matrices = {id(p) for p in self.model.parameters() if p.dim() >= 2}
         if self.hparams.activation_checkpointing:
             from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import apply_activation_checkpointing
 
@@ -163,9 +167,10 @@ class PretrainModule(L.LightningModule):
     def configure_optimizers(self):
         hp = self.hparams
         params = [p for p in self.parameters() if p.requires_grad]
+        matrices = self._matrices or {id(p) for p in params if p.dim() >= 2}
         groups = [
-            {"params": [p for p in params if p.dim() >= 2], "weight_decay": hp.weight_decay},
-            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+            {"params": [p for p in params if id(p) in matrices], "weight_decay": hp.weight_decay},
+            {"params": [p for p in params if id(p) not in matrices], "weight_decay": 0.0},
         ]
         optimizer = torch.optim.AdamW(
             groups, lr=hp.max_lr, betas=tuple(hp.betas), eps=hp.eps, fused=self.device.type == "cuda"

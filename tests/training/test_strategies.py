@@ -74,3 +74,15 @@ def test_compiled_module_keeps_checkpoint_keys():
     compiled.configure_model()
     assert list(compiled.state_dict()) == list(plain.state_dict())
     assert not any("_orig_mod" in key for key in compiled.state_dict())
+
+
+def test_weight_decay_groups_survive_fsdp_flattening_the_parameters():
+    module = PretrainModule(depth=2, vocab_size=256, max_seq_len=32)
+    module.configure_model()
+    matrices = {id(p) for p in module.parameters() if p.dim() >= 2}
+    for p in module.parameters():  # what FSDP (use_orig_params) does: 1-dim views of the shard
+        p.data = p.data.flatten()
+    module._trainer = SimpleNamespace(max_steps=10)
+    decay, no_decay = module.configure_optimizers()["optimizer"].param_groups
+    assert {id(p) for p in decay["params"]} == matrices and decay["weight_decay"] == 0.1
+    assert len(no_decay["params"]) == 2 * 2 + 1
