@@ -24,7 +24,7 @@ STEPS, ACCUMULATE, LOG_EVERY = 8, 2, 4
 
 
 class ReadsPerMicroBatch(L.Callback):
-    """Groups the recorded reads by the micro-batch they happened in (from one batch start to the next)."""
+    """Groups the recorded reads by micro-batch: from its start to the next one's (validation included)."""
 
     def __init__(self, reads: list[str]) -> None:
         self.reads = reads
@@ -73,8 +73,10 @@ def test_no_device_reads_between_logging_steps(prepared_dir, tmp_path, monkeypat
             "--data.init_args.seq_len", "64", "--data.init_args.batch_size", "2",
             "--model.init_args.depth", "2", "--model.init_args.vocab_size", "1024", "--model.init_args.max_seq_len", "64",
             "--trainer.max_steps", str(STEPS), "--trainer.accumulate_grad_batches", str(ACCUMULATE),
-            "--trainer.log_every_n_steps", str(LOG_EVERY), "--trainer.limit_val_batches", "0",
-            "--checkpoint.every_n_train_steps", str(LOG_EVERY),  # saving reads the weights: on logged steps only
+            "--trainer.log_every_n_steps", str(LOG_EVERY),
+            # validation and checkpoints (which read values) after logged steps, as in the shipped configs
+            "--trainer.val_check_interval", str(LOG_EVERY * ACCUMULATE), "--trainer.limit_val_batches", "2",
+            "--checkpoint.every_n_train_steps", str(LOG_EVERY),
             "--throughput.window_size", "2",
         ],  # fmt: skip
         run=False,
@@ -82,6 +84,7 @@ def test_no_device_reads_between_logging_steps(prepared_dir, tmp_path, monkeypat
     probe = ReadsPerMicroBatch(record_reads(monkeypatch))
     cli.trainer.callbacks.append(probe)
     cli.trainer.fit(cli.model, cli.datamodule)
+    assert "val/loss" in cli.trainer.callback_metrics  # validation ran mid-training
 
     micro_batches = STEPS * ACCUMULATE
     assert sorted(probe.per_batch) == list(range(micro_batches))
