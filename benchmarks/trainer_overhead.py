@@ -3,8 +3,9 @@
 Same PretrainModule (model, loss, AdamW groups, warm-up/cosine), same batches, gradient clipping at
 1.0, fp32 on the CPU. The Trainer runs with the callbacks of every ``flightmind fit`` (progress bar,
 learning-rate and throughput monitors) and a TensorBoard logger, logging every 10 steps. A step's
-time is the wall time from one step's start to the next, so everything Lightning does between
-steps counts. Prints the median of each and their ratio (aim: ≤ 1.05).
+time runs from one step's start to the next, so everything Lightning does between steps counts.
+Prints the medians and their ratio (aim: ≤ 1.05), in wall time and in CPU time of this process (one
+thread): on a shared machine other processes stretch the wall time, not the CPU time.
 
     python benchmarks/trainer_overhead.py [--depth 2] [--seq-len 128] [--batch-size 4] [--steps 20] [--repeats 2]
 """
@@ -33,21 +34,26 @@ from flightmind.training.callbacks import TokenThroughputMonitor, persistent_cal
 from flightmind.training.pretrain import PretrainModule  # noqa: E402
 
 
+def clocks() -> tuple[float, float]:
+    return time.perf_counter(), time.process_time()
+
+
+def periods(marks: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """(wall, CPU) seconds between consecutive marks."""
+    return [(b[0] - a[0], b[1] - a[1]) for a, b in zip(marks, marks[1:])]
+
+
 class StepPeriods(L.Callback):
-    """Wall time from each step's start to the next step's start (the last: to the end of training)."""
+    """Clocks at each step's start and at the end of training."""
 
     def __init__(self) -> None:
-        self.starts: list[float] = []
+        self.marks: list[tuple[float, float]] = []
 
     def on_train_batch_start(self, *args) -> None:
-        self.starts.append(time.perf_counter())
+        self.marks.append(clocks())
 
     def on_train_end(self, *args) -> None:
-        self.starts.append(time.perf_counter())
-
-    @property
-    def times(self) -> list[float]:
-        return [b - a for a, b in zip(self.starts, self.starts[1:])]
+        self.marks.append(clocks())
 
 
 def make_module(args) -> PretrainModule:
@@ -57,8 +63,8 @@ def make_module(args) -> PretrainModule:
     return module
 
 
-def trainer_steps(args, batches: list[torch.Tensor]) -> list[float]:
-    periods = StepPeriods()
+def trainer_steps(args, batches: list[torch.Tensor]) -> list[tuple[float, float]]:
+    timer = StepPeriods()
     with tempfile.TemporaryDirectory() as logs, open(os.devnull, "w") as quiet:
         with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):  # the progress bar runs, unseen
             trainer = L.Trainer(
@@ -67,24 +73,24 @@ def trainer_steps(args, batches: list[torch.Tensor]) -> list[float]:
                 precision="32-true",
                 max_steps=len(batches),
                 gradient_clip_val=1.0,
-                callbacks=[periods, TokenThroughputMonitor(), *persistent_callbacks()],
+                callbacks=[timer, TokenThroughputMonitor(), *persistent_callbacks()],
                 logger=TensorBoardLogger(logs),
                 log_every_n_steps=10,
                 enable_checkpointing=False,
                 enable_model_summary=False,
             )
             trainer.fit(make_module(args), DataLoader(batches, batch_size=None))
-    return periods.times
+    return periods(timer.marks)
 
 
-def plain_steps(args, batches: list[torch.Tensor]) -> list[float]:
+def plain_steps(args, batches: list[torch.Tensor]) -> list[tuple[float, float]]:
     module = make_module(args)
     module.train()
     module._trainer = type("Trainer", (), {"max_steps": len(batches)})()  # configure_optimizers reads max_steps
     opt = module.configure_optimizers()
     module._trainer = None
     optimizer, scheduler = opt["optimizer"], opt["lr_scheduler"]["scheduler"]
-    times, start = [], time.perf_counter()
+    marks = [clocks()]
     for batch in batches:
         loss = module.loss(batch)
         loss.backward()
@@ -92,10 +98,8 @@ def plain_steps(args, batches: list[torch.Tensor]) -> list[float]:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         scheduler.step()
-        now = time.perf_counter()
-        times.append(now - start)
-        start = now
-    return times
+        marks.append(clocks())
+    return periods(marks)
 
 
 def main() -> None:
@@ -106,7 +110,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3, help="steps dropped from each median")
     parser.add_argument("--repeats", type=int, default=2, help="alternating runs of each")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
 
     torch.manual_seed(1)
     batches = [torch.randint(0, 32768, (args.batch_size, args.seq_len + 1)) for _ in range(args.steps)]
@@ -114,17 +120,17 @@ def main() -> None:
     for _ in range(args.repeats):  # alternate so drift on a shared machine hits both
         plain_times += plain_steps(args, batches)[args.warmup :]
         lightning_times += trainer_steps(args, batches)[args.warmup :]
-    lightning_ms = statistics.median(lightning_times) * 1e3
-    plain_ms = statistics.median(plain_times) * 1e3
+    lightning_ms = [statistics.median(t[i] for t in lightning_times) * 1e3 for i in (0, 1)]
+    plain_ms = [statistics.median(t[i] for t in plain_times) * 1e3 for i in (0, 1)]
     print(f"# trainer_overhead  {date.today()}  torch {torch.__version__}  lightning {L.__version__}")
     print(f"# {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, load average "
           f"{os.getloadavg()[0]:.2f}; d{args.depth}, batch {args.batch_size} × {args.seq_len}, "
           f"{args.steps} steps × {args.repeats} runs ({args.warmup} dropped each)")
     print(f"# command: python benchmarks/trainer_overhead.py {' '.join(sys.argv[1:])}".rstrip())
-    print(f"{'loop':<20}{'median step (ms)':>18}")
-    print(f"{'plain PyTorch':<20}{plain_ms:>18.1f}")
-    print(f"{'Lightning Trainer':<20}{lightning_ms:>18.1f}")
-    print(f"ratio (Trainer / plain): {lightning_ms / plain_ms:.3f}")
+    print(f"{'median step (ms)':<20}{'wall':>10}{'CPU':>10}")
+    print(f"{'plain PyTorch':<20}{plain_ms[0]:>10.1f}{plain_ms[1]:>10.1f}")
+    print(f"{'Lightning Trainer':<20}{lightning_ms[0]:>10.1f}{lightning_ms[1]:>10.1f}")
+    print(f"{'ratio (Trainer / plain)':<20}{lightning_ms[0] / plain_ms[0]:>10.3f}{lightning_ms[1] / plain_ms[1]:>10.3f}")
 
 
 if __name__ == "__main__":

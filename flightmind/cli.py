@@ -48,7 +48,10 @@ def config_chain(path: str, seen: tuple[Path, ...] = ()) -> list[str]:
         raise FlightMindError(f"{path}: `base:` names one YAML file, relative to {path}; got {base!r}")
     base_file = file.parent / base
     if not base_file.is_file():
-        raise FlightMindError(f"{path}: its `base: {base}` was not found at {base_file} (paths are relative to {path})")
+        raise FlightMindError(
+            f"{path}: its `base: {base}` was not found at {base_file} "
+            "(a base path is relative to the directory of the file naming it)"
+        )
     if base_file.resolve() in seen + (file.resolve(),):
         raise FlightMindError(f"{path}: `base:` files form a cycle through {base_file}")
     return config_chain(str(base_file), seen + (file.resolve(),)) + [path]

@@ -81,7 +81,8 @@ class PretrainModule(L.LightningModule):
             apply_activation_checkpointing(self.model, check_fn=lambda module: isinstance(module, Block))
         if self.hparams.compile:
             self.model.compile()
-            # Compiled, the loss never materializes fp32 logits: it keeps 2 bytes per logit for backward, not 4.
+            # Compiled, the loss never materializes fp32 copies of the logits: 2 bytes per logit, not 12
+            # (benchmarks/loss_memory.py).
             self._cross_entropy = torch.compile(cross_entropy)
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
