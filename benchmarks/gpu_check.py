@@ -35,6 +35,7 @@ import os
 import platform
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import date, timedelta
@@ -55,6 +56,7 @@ from flightmind.training.callbacks import TokenThroughputMonitor  # noqa: E402
 from flightmind.training.pretrain import PretrainModule  # noqa: E402
 
 H100_PEAK = GPUS["h100"].bf16_flops
+ABORT_GRACE_S = 40  # past the budget, the watchdog prints the table and exits
 
 
 # The two config cases run what these files configure (tests/test_gpu_check.py holds them equal);
@@ -280,9 +282,10 @@ class Check:
             row.status += "; no timed steps (time budget)"
 
     def run_case(self, case: Case) -> Row | None:
-        if self.left() < (5 if self.dry else case.min_seconds):
+        needs = 5 if self.dry else case.min_seconds
+        if self.left() < needs:
             row = Row(case.name, self.depth(case.depth), case.micro_batches[0], case.compile, self.strategy(case)[1])
-            row.status = f"skipped: {self.left():.0f} s of the budget left, needs ≈ {case.min_seconds} s"
+            row.status = f"skipped: {self.left():.0f} s of the budget left, needs ≈ {needs} s"
             return self.add(row)
         kept = None
         for micro_batch in case.micro_batches:
@@ -338,6 +341,13 @@ class Check:
             "# aims: d24 MFU > 55 %, d8 MFU > 35 %",
         ]
 
+    def abort(self) -> None:
+        """The watchdog: a case hung past the budget (a compile, a collective): report what is done and stop."""
+        print(f"gpu_check: still running {self.args.budget_s + ABORT_GRACE_S:.0f} s after the start; stopping", flush=True)
+        self.write()
+        print("\n".join(["", *self.header(), "", *table(self.rows)]), flush=True)
+        os._exit(3)
+
     def write(self) -> None:
         out = self.args.out
         if not out:
@@ -386,9 +396,14 @@ def main(argv: list[str] | None = None) -> int:
         print("gpu_check: no CUDA device; use --dry-run on a CPU", file=sys.stderr)
         return 2
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no tips and device banners per run
+    os.environ.setdefault("NCCL_NVLS_ENABLE", "0")  # README "NCCL pitfalls": no NVLS in containers
     check = Check(args)
     print("\n".join(check.header()), flush=True)
+    watchdog = threading.Timer(args.budget_s + ABORT_GRACE_S, check.abort)
+    watchdog.daemon = True
+    watchdog.start()
     check.run()
+    watchdog.cancel()
     check.write()
     print("\n".join(["", *check.header(), "", *table(check.rows)]), flush=True)
     return 0
