@@ -20,7 +20,7 @@ from flightmind.training.pretrain import PretrainModule
 
 REPO = Path(__file__).resolve().parents[2]
 READS = ("item", "tolist", "numpy", "__bool__", "__float__", "__int__")
-STEPS, ACCUMULATE, LOG_EVERY = 8, 2, 4
+STEPS, ACCUMULATE, LOG_EVERY = 6, 2, 3
 
 
 class ReadsPerMicroBatch(L.Callback):
