@@ -10,13 +10,16 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from pathlib import Path
+from typing import Optional
 
 import lightning as L
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+import yaml
+from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from flightmind.errors import FlightMindError
-from flightmind.training.callbacks import FinalCheckpoint, TokenThroughputMonitor
+from flightmind.training.callbacks import TokenThroughputMonitor, persistent_callbacks
 from flightmind.training.samples import SampleGeneration
 
 # name → (module defining add_arguments/run, one-line help)
@@ -24,6 +27,7 @@ TOOLS: dict[str, tuple[str, str]] = {
     "prepare": ("flightmind.data.prepare", "train the BPE tokenizer if needed; JSONL → packed uint16 shards + meta.json"),
     "generate": ("flightmind.model.generate", "continue a prompt with a trained checkpoint (KV cache; greedy or sampled)"),
     "dashboard": ("flightmind.dashboard", "draw a run's loss, perplexity, gradient norm and throughput as a PNG"),
+    "budget": ("flightmind.training.budget", "parameters, tokens, FLOPs, hours and cost of a pretraining run"),
 }
 
 LIGHTNING_COMMANDS = {
@@ -40,8 +44,59 @@ def val_check_interval(val_every_n_steps: int, accumulate_grad_batches: int | No
     return val_every_n_steps * (accumulate_grad_batches or 1)
 
 
+def config_chain(path: str, seen: tuple[Path, ...] = ()) -> list[str]:
+    """The config files ``path`` builds on through ``base:`` keys, outermost first, ending with ``path``."""
+    file = Path(path)
+    try:
+        content = yaml.safe_load(file.read_text())
+    except (OSError, yaml.YAMLError):
+        return [path]  # LightningCLI reports a missing or malformed file with its own message
+    base = content.get("base") if isinstance(content, dict) else None
+    if base is None:
+        return [path]
+    if not isinstance(base, str):
+        raise FlightMindError(f"{path}: `base:` names one YAML file, relative to {path}; got {base!r}")
+    base_file = file.parent / base
+    if not base_file.is_file():
+        raise FlightMindError(
+            f"{path}: its `base: {base}` was not found at {base_file} "
+            "(a base path is relative to the directory of the file naming it)"
+        )
+    if base_file.resolve() in seen + (file.resolve(),):
+        raise FlightMindError(f"{path}: `base:` files form a cycle through {base_file}")
+    return config_chain(str(base_file), seen + (file.resolve(),)) + [path]
+
+
+def expand_config_bases(argv: list[str]) -> list[str]:
+    """``-c hw.yaml``, where hw.yaml says ``base: base/pretrain.yaml``, becomes ``-c base/pretrain.yaml -c hw.yaml``.
+
+    LightningCLI then merges the files key by key, later files winning (a list such as
+    ``trainer.callbacks`` is replaced, not merged). ``--base null`` follows, so the printed and the
+    saved config, already complete, build on nothing.
+    """
+    expanded: list[str] = []
+    words = iter(argv)
+    for word in words:
+        flag, _, path = word.partition("=")
+        if flag not in ("-c", "--config"):
+            expanded.append(word)
+            continue
+        path = path or next(words, "")
+        chain = config_chain(path)
+        expanded += [part for file in chain for part in (flag, file)]
+        if len(chain) > 1:
+            expanded += ["--base", "null"]
+    return expanded
+
+
 class FlightMindCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_argument(
+            "--base",
+            type=Optional[str],
+            default=None,
+            help="In a config file: another config file (relative to this one) whose keys this file overrides.",
+        )
         # step_N every N optimizer steps (all kept) and last.ckpt for --ckpt_path last.
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults(
@@ -78,12 +133,24 @@ class FlightMindCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         trainer = config.trainer
-        if trainer.val_check_interval is not None:
+        interval = val_check_interval(config.val_every_n_steps, trainer.accumulate_grad_batches)
+        # A saved config.yaml holds the converted value: accept it when it agrees.
+        if trainer.val_check_interval not in (None, interval):
             raise FlightMindError(
                 f"trainer.val_check_interval ({trainer.val_check_interval}) counts micro-batches; set "
                 "val_every_n_steps (optimizer steps, converted for any accumulation) instead"
             )
-        trainer.val_check_interval = val_check_interval(config.val_every_n_steps, trainer.accumulate_grad_batches)
+        trainer.val_check_interval = interval
+        # The persistent progress bar only where the Trainer shows one (Lightning refuses a bar otherwise).
+        if trainer.get("enable_progress_bar") is False:
+            self.trainer_defaults["callbacks"] = [
+                c for c in self.trainer_defaults["callbacks"] if not isinstance(c, ProgressBar)
+            ]
+
+    def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
+        if isinstance(args, dict):
+            return super().parse_arguments(parser, args)
+        self.config = parser.parse_args(expand_config_bases(list(sys.argv[1:] if args is None else args)))
 
     def _parse_ckpt_path(self) -> None:
         # LightningCLI would silently replace the configured model with the checkpoint's
@@ -92,8 +159,9 @@ class FlightMindCLI(LightningCLI):
         return
 
 
-def run_lightning(argv: list[str] | None) -> None:
-    FlightMindCLI(
+def lightning_cli(args: list[str] | None = None, run: bool = True, cli_class: type[LightningCLI] = FlightMindCLI):
+    """The ``fit``/``validate``/``test`` CLI; ``run=False`` parses and instantiates only (no subcommand in args)."""
+    return cli_class(
         model_class=L.LightningModule,
         datamodule_class=L.LightningDataModule,
         subclass_mode_model=True,
@@ -101,11 +169,27 @@ def run_lightning(argv: list[str] | None) -> None:
         trainer_defaults={
             "precision": "bf16-mixed",
             "gradient_clip_val": 1.0,
-            "callbacks": [LearningRateMonitor(logging_interval="step"), FinalCheckpoint()],
+            "callbacks": persistent_callbacks(),
         },
         save_config_kwargs={"overwrite": True},
-        args=argv,  # None: LightningCLI reads sys.argv itself
+        args=args,  # None: sys.argv
+        run=run,
     )
+
+
+class _ConfigOnlyCLI(FlightMindCLI):
+    def instantiate_trainer(self, **kwargs) -> None:
+        return None  # the Trainer's arguments stay in config_init.trainer
+
+
+def instantiate_config(*args: str):
+    """What ``flightmind fit`` builds from these arguments (``-c FILE``, overrides), except the Trainer.
+
+    Returns the model, the datamodule and the Trainer's arguments (its strategy instantiated); for
+    tests and benchmarks that check a shipped config on hardware it was not written for.
+    """
+    cli = lightning_cli(list(args), run=False, cli_class=_ConfigOnlyCLI)
+    return cli.model, cli.datamodule, cli.config_init.trainer
 
 
 def run_tool(name: str, argv: list[str]) -> int:
@@ -133,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if words[0] in TOOLS:
             return run_tool(words[0], words[1:])
-        run_lightning(None if argv is None else words)
+        lightning_cli(None if argv is None else words)
         return 0
     except FlightMindError as err:
         print(f"flightmind: error: {err}", file=sys.stderr)

@@ -11,6 +11,7 @@ from pathlib import Path
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.strategies import FSDPStrategy
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from tokenizers import Tokenizer
 from torchmetrics import MeanMetric, SumMetric
@@ -18,9 +19,15 @@ from torchmetrics import MeanMetric, SumMetric
 from flightmind.data.heldout import IGNORE_INDEX, bits_per_byte
 from flightmind.data.tokenizer import load_tokenizer, tokenizer_hash
 from flightmind.errors import FlightMindError
-from flightmind.model import GPT, GPTConfig
+from flightmind.model import GPT, Block, GPTConfig
+from flightmind.training.callbacks import is_logging_step
 from flightmind.training.guards import TrainingGuard
 from flightmind.training.schedule import warmup_cosine
+
+
+def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy of logits (B, T, V) against targets (B, T), in fp32."""
+    return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
 
 
 class PretrainModule(L.LightningModule):
@@ -36,6 +43,7 @@ class PretrainModule(L.LightningModule):
         betas: tuple[float, float] = (0.9, 0.95),
         eps: float = 1e-8,
         compile: bool = False,
+        activation_checkpointing: bool = False,
         skip_nonfinite: int = 0,
         spike_factor: float = 2.0,
         spike_window: int = 100,
@@ -51,7 +59,9 @@ class PretrainModule(L.LightningModule):
             weight_decay: AdamW decay for tensors with ≥ 2 dims; 1-dim tensors get none.
             betas: AdamW betas.
             eps: AdamW epsilon.
-            compile: compile the model in place with ``torch.compile`` (keys stay unchanged).
+            compile: compile the model in place with ``torch.compile`` (keys stay unchanged), and the loss.
+            activation_checkpointing: recompute each block's activations during backward instead of
+                storing them (less memory, about a third more compute); works under every strategy.
             skip_nonfinite: optimizer steps with a non-finite loss or gradient norm to skip and count;
                 the next one stops training (0: the first one does), saving the last good state.
             spike_factor: warn when a step's loss exceeds this multiple of the running median.
@@ -61,6 +71,8 @@ class PretrainModule(L.LightningModule):
         self.save_hyperparameters()
         self.config = GPTConfig(depth=depth, vocab_size=vocab_size, max_seq_len=max_seq_len)
         self.model: GPT | None = None
+        self._cross_entropy = cross_entropy
+        self._matrices: set[int] = set()  # ids of the ≥ 2-dim parameters, recorded while they are whole
         self.val_loss = MeanMetric()
         # Held-out totals, summed in float64 across batches and ranks (see flightmind.data.heldout).
         self.test_sums = torch.nn.ModuleDict(
@@ -69,6 +81,7 @@ class PretrainModule(L.LightningModule):
         self._loss_sum: torch.Tensor | None = None
         self._loss_count = 0
         self.last_step_loss: torch.Tensor | None = None
+        self._grad_norm: torch.Tensor | None = None  # measured before clipping, every optimizer step
         self.flops_per_batch: int | None = None  # read by ThroughputMonitor for FLOP/s and MFU
         self.guard = TrainingGuard(skip_nonfinite, spike_factor, spike_window)
         self.tokenizer: dict | None = None  # the run's tokenizer {"json", "sha256"}, copied into every checkpoint
@@ -79,8 +92,18 @@ class PretrainModule(L.LightningModule):
         if self.model is not None:
             return
         self.model = GPT(self.config)
+        # FSDP later turns every parameter into a 1-dim view of its shard (the same Parameter objects):
+        # decide weight decay by the shape each has now.
+        self._matrices = {id(p) for p in self.model.parameters() if p.dim() >= 2}
+        if self.hparams.activation_checkpointing:
+            from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import apply_activation_checkpointing
+
+            apply_activation_checkpointing(self.model, check_fn=lambda module: isinstance(module, Block))
         if self.hparams.compile:
             self.model.compile()
+            # Compiled, the loss never materializes fp32 copies of the logits: 2 bytes per logit, not 12
+            # (benchmarks/loss_memory.py).
+            self._cross_entropy = torch.compile(cross_entropy)
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         return self.model(idx)
@@ -88,8 +111,7 @@ class PretrainModule(L.LightningModule):
     def loss(self, batch: torch.Tensor) -> torch.Tensor:
         """Mean next-token cross-entropy over a batch of windows (B, T+1)."""
         inputs, targets = batch[:, :-1], batch[:, 1:]
-        logits = self.model(inputs)
-        return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
+        return self._cross_entropy(self.model(inputs), targets)
 
     # -- training ------------------------------------------------------------------------------
     def on_fit_start(self) -> None:
@@ -138,18 +160,24 @@ class PretrainModule(L.LightningModule):
         step_loss = self._loss_sum / self._loss_count
         self._loss_sum, self._loss_count = None, 0
         self.last_step_loss = step_loss
-        self.log("train/loss", step_loss, prog_bar=True)
+        # Not prog_bar: Lightning reads progress-bar values back after every batch, a GPU sync;
+        # StepProgressBar shows train/loss on logging steps only.
+        self.log("train/loss", step_loss)
         self.log("train/ppl", torch.exp(step_loss))
+        # On device, every step: the guard needs finiteness (under FSDP each rank sees its shard; the
+        # guard sums the verdict over ranks). The logged norm under FSDP comes from the clipping below.
         norm = torch.nn.utils.get_total_norm([p.grad for p in self.parameters() if p.grad is not None])
+        self._grad_norm = norm  # clipping reuses it
         sum_over_ranks = (lambda t: trainer.strategy.reduce(t, reduce_op="sum")) if trainer.world_size > 1 else None
-        if getattr(trainer.precision_plugin, "scaler", None) is None:
+        if not self._grad_scaler():
             # The fused AdamW skips the update when found_inf is 1, as under GradScaler: no host sync.
             optimizer.found_inf = self.guard.observe(step, step_loss, norm, sum_over_ranks)
         else:
             # float16: GradScaler skips overflowing steps itself (and owns found_inf); watch the loss only.
             self.guard.observe(step, step_loss, torch.zeros_like(norm), sum_over_ranks)
-        if step % trainer.log_every_n_steps == 0 or step + 1 == trainer.max_steps:
-            self.log("train/grad_norm", norm)
+        if is_logging_step(trainer) or step + 1 == trainer.max_steps:
+            if not isinstance(trainer.strategy, FSDPStrategy):
+                self.log("train/grad_norm", norm)
             self._check_guard()
 
     def _check_guard(self) -> None:
@@ -172,6 +200,27 @@ class PretrainModule(L.LightningModule):
             self.last_step_loss = torch.tensor(failure.last_finite_loss)
         self.trainer.save_checkpoint(path)
         raise FlightMindError(failure.message(path, self.guard.skip_nonfinite))
+
+    def _grad_scaler(self) -> bool:
+        """float16 training: a GradScaler owns unscaling and skipping (absent outside a Trainer)."""
+        return getattr(getattr(self.trainer, "precision_plugin", None), "scaler", None) is not None
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        if self._grad_scaler() or gradient_clip_algorithm not in (None, "norm"):
+            return super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+        if isinstance(self.trainer.strategy, FSDPStrategy):
+            # Each rank holds a shard of every gradient: the FSDP root computes the norm over all shards
+            # (and returns it, before clipping).
+            logging = is_logging_step(self.trainer)
+            if gradient_clip_val or logging:
+                norm = self.trainer.strategy.model.clip_grad_norm_(gradient_clip_val or float("inf"))
+                if logging:
+                    self.log("train/grad_norm", norm)
+        elif gradient_clip_val:
+            # Lightning's precision plugins refuse to clip for the fused AdamW, which could unscale float16
+            # gradients itself; without a GradScaler they are already unscaled. The norm is the guard's.
+            params = [p for p in self.parameters() if p.grad is not None]
+            torch.nn.utils.clip_grads_with_norm_(params, gradient_clip_val, self._grad_norm)
 
     # -- validation ----------------------------------------------------------------------------
     def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
@@ -229,12 +278,16 @@ class PretrainModule(L.LightningModule):
     def configure_optimizers(self):
         hp = self.hparams
         params = [p for p in self.parameters() if p.requires_grad]
+        matrices = self._matrices or {id(p) for p in params if p.dim() >= 2}
         groups = [
-            {"params": [p for p in params if p.dim() >= 2], "weight_decay": hp.weight_decay},
-            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+            {"params": [p for p in params if id(p) in matrices], "weight_decay": hp.weight_decay},
+            {"params": [p for p in params if id(p) not in matrices], "weight_decay": 0.0},
         ]
         # Fused (CUDA and CPU kernels): one kernel per step, and it honours found_inf (see TrainingGuard).
-        optimizer = torch.optim.AdamW(groups, lr=hp.max_lr, betas=tuple(hp.betas), eps=hp.eps, fused=True)
+        # Under float16's GradScaler, Lightning unscales before clipping, which needs the unfused AdamW.
+        optimizer = torch.optim.AdamW(
+            groups, lr=hp.max_lr, betas=tuple(hp.betas), eps=hp.eps, fused=not self._grad_scaler()
+        )
         max_steps = self.trainer.max_steps
         if max_steps is None or max_steps < 1:
             raise FlightMindError("set trainer.max_steps: the learning-rate schedule is built from it")

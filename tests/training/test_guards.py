@@ -97,7 +97,7 @@ def assert_same_weights(a: dict, b: dict) -> None:
 
 
 def test_injected_nan_stops_with_the_message_and_a_loadable_last_good_checkpoint(tmp_path):
-    # NaN at step 2; the check runs on the next logging step (4). Steps 2, 3 and 4 must not update.
+    # NaN at step 2; the check runs on the next step Lightning logs (3, 7, …). Steps 2 and 3 must not update.
     trainer, module, recorder, fit = train_with_nan(tmp_path, {2}, max_steps=8, log_every=4)
     with pytest.raises(FlightMindError) as raised:
         fit()
@@ -110,7 +110,7 @@ def test_injected_nan_stops_with_the_message_and_a_loadable_last_good_checkpoint
     saved = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items()}
     assert_same_weights(saved, recorder.weights[2])  # the weights after step 1, before step 2
     assert checkpoint["loss"] == pytest.approx(recorder.losses[1])
-    assert max(recorder.weights) == 4  # stopped at the check
+    assert max(recorder.weights) == 3  # stopped at the check
 
 
 def test_skip_nonfinite_skips_counts_and_continues(tmp_path):

@@ -1,0 +1,88 @@
+"""FSDP for d32 (built from its config; the CPU cannot run FSDP), activation checkpointing, compile."""
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+from lightning.pytorch.strategies import FSDPStrategy
+
+from flightmind.cli import instantiate_config
+from flightmind.model import Block
+from flightmind.training.pretrain import PretrainModule
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_d32_config_shards_blocks_with_fsdp_and_checkpoints_their_activations():
+    model, data, trainer = instantiate_config("-c", str(REPO / "configs" / "h100x4_d32.yaml"))
+    strategy = trainer.strategy
+    assert isinstance(strategy, FSDPStrategy)
+    assert strategy.kwargs["auto_wrap_policy"]._module_classes == {Block}
+    assert strategy._activation_checkpointing_kwargs["auto_wrap_policy"]._module_classes == {Block}
+    assert strategy.kwargs["use_orig_params"] is True  # AdamW's decay groups see the original parameters
+    assert trainer.gradient_clip_val == 1.0 and trainer.precision == "bf16-mixed"
+    assert model.config.depth == 32 and data.batch_size == 4
+
+
+class ShardedRoot:
+    """Stands in for the FSDP-wrapped model, which alone can compute the norm over all shards."""
+
+    def __init__(self):
+        self.clipped_at = []
+
+    def clip_grad_norm_(self, max_norm):
+        self.clipped_at.append(max_norm)
+        return torch.tensor(3.0)
+
+
+def test_gradient_clipping_under_fsdp_goes_through_the_sharded_root():
+    module = PretrainModule(depth=2, vocab_size=256, max_seq_len=32)
+    strategy = FSDPStrategy()
+    strategy.model = root = ShardedRoot()
+    module._trainer = SimpleNamespace(
+        strategy=strategy,
+        fit_loop=SimpleNamespace(_should_accumulate=lambda: False),
+        _logger_connector=SimpleNamespace(should_update_logs=False),
+    )
+    module.configure_gradient_clipping(optimizer=None, gradient_clip_val=1.0, gradient_clip_algorithm="norm")
+    assert root.clipped_at == [1.0]
+
+
+def gradients(**kwargs) -> tuple[dict[str, torch.Tensor], list[str]]:
+    torch.manual_seed(0)
+    module = PretrainModule(depth=2, vocab_size=256, max_seq_len=32, **kwargs)
+    module.configure_model()
+    torch.manual_seed(1)
+    module.loss(torch.randint(0, 256, (2, 33))).backward()
+    return {name: p.grad for name, p in module.named_parameters()}, list(module.state_dict())
+
+
+def test_activation_checkpointing_recomputes_the_same_gradients_and_keeps_checkpoint_keys():
+    plain, plain_keys = gradients()
+    checkpointed, checkpointed_keys = gradients(activation_checkpointing=True)
+    assert checkpointed_keys == plain_keys
+    assert len(checkpointed) == len(plain)
+    for (name, grad), expected in zip(checkpointed.items(), plain.values()):
+        assert "_checkpoint_wrapped_module" in name or not name.startswith("model.blocks")
+        torch.testing.assert_close(grad, expected, atol=1e-6, rtol=1e-5, msg=name)
+
+
+def test_compiled_module_keeps_checkpoint_keys():
+    plain = PretrainModule(depth=2, vocab_size=256, max_seq_len=32)
+    plain.configure_model()
+    compiled = PretrainModule(depth=2, vocab_size=256, max_seq_len=32, compile=True)
+    compiled.configure_model()
+    assert list(compiled.state_dict()) == list(plain.state_dict())
+    assert not any("_orig_mod" in key for key in compiled.state_dict())
+
+
+def test_weight_decay_groups_survive_fsdp_flattening_the_parameters():
+    module = PretrainModule(depth=2, vocab_size=256, max_seq_len=32)
+    module.configure_model()
+    matrices = {id(p) for p in module.parameters() if p.dim() >= 2}
+    for p in module.parameters():  # what FSDP (use_orig_params) does: 1-dim views of the shard
+        p.data = p.data.flatten()
+    module._trainer = SimpleNamespace(max_steps=10)
+    decay, no_decay = module.configure_optimizers()["optimizer"].param_groups
+    assert {id(p) for p in decay["params"]} == matrices and decay["weight_decay"] == 0.1
+    assert len(no_decay["params"]) == 2 * 2 + 1
