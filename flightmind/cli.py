@@ -21,6 +21,8 @@ from flightmind.training.callbacks import FinalCheckpoint, TokenThroughputMonito
 # name → (module defining add_arguments/run, one-line help)
 TOOLS: dict[str, tuple[str, str]] = {
     "prepare": ("flightmind.data.prepare", "train the BPE tokenizer if needed; JSONL → packed uint16 shards + meta.json"),
+    "synth-commands": ("flightmind.data.commands", "synthetic cockpit commands (9 categories) as chat JSONL for fine-tuning"),
+    "export": ("flightmind.export", "merge LoRA adapters; write model.safetensors + config.json + tokenizer.json"),
 }
 
 LIGHTNING_COMMANDS = {

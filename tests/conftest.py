@@ -33,6 +33,32 @@ def prepared_dir(tmp_path_factory) -> Path:
     return root / "data"
 
 
+@pytest.fixture(scope="session")
+def chat_tokenizer_path(tmp_path_factory) -> Path:
+    """A small BPE (vocab 512, the five special tokens at ids 0–4) trained on synthetic commands."""
+    from flightmind.data.commands import generate_commands
+    from flightmind.data.tokenizer import save_tokenizer, train_tokenizer
+
+    texts = [m["content"] for record in generate_commands(600, seed=7) for m in record["messages"]]
+    path = tmp_path_factory.mktemp("chat_tokenizer") / "tokenizer.json"
+    save_tokenizer(train_tokenizer(texts, vocab_size=512), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+    """The README's smoke command, offline, from an empty directory; run once per test session.
+
+    Tests that only need its outputs (checkpoints/smoke/final.ckpt, data/demo/tokenizer.json) copy
+    them into a directory of their own, so that runs in this one stay as test_cli.py expects."""
+    from tests.helpers import flightmind
+
+    cwd = tmp_path_factory.mktemp("smoke")
+    result = flightmind("fit", "-c", REPO / "configs" / "smoke.yaml", cwd=cwd)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return cwd, result
+
+
 @pytest.fixture(autouse=True)
 def _quiet_tokenizers(monkeypatch):
     monkeypatch.setenv("TOKENIZERS_PARALLELISM", os.environ.get("TOKENIZERS_PARALLELISM", "false"))

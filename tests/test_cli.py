@@ -1,40 +1,9 @@
 """The public commands, run as a user runs them: `flightmind …` in a subprocess."""
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import torch
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def flightmind(*args, cwd):
-    # This checkout's package, whatever is installed.
-    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
-    env = {**os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
-    return subprocess.run(
-        [sys.executable, "-m", "flightmind.cli", *map(str, args)],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=600,
-    )
-
-
-def scalars(run_dir: Path, tag: str) -> list[tuple[int, float]]:
-    events = EventAccumulator(str(run_dir))
-    events.Reload()
-    return [(e.step, e.value) for e in events.Scalars(tag)]
-
-
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    """The README's smoke command, offline, from an empty directory."""
-    cwd = tmp_path_factory.mktemp("smoke")
-    result = flightmind("fit", "-c", REPO / "configs" / "smoke.yaml", cwd=cwd)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return cwd, result
+from tests.helpers import REPO, flightmind, scalars
 
 
 def test_smoke_run_builds_demo_data_trains_and_checkpoints(smoke_run):

@@ -9,16 +9,21 @@ import torch
 from lightning.pytorch.callbacks import ThroughputMonitor
 
 
-def _batch_size(batch: torch.Tensor) -> int:
-    return batch.size(0)
+def _inputs(batch: torch.Tensor | dict) -> torch.Tensor:
+    # Pretraining batches are (B, T+1) windows; fine-tuning batches are dicts of padded (B, T) tensors.
+    return batch["input_ids"] if isinstance(batch, dict) else batch[:, :-1]
 
 
-def _tokens(batch: torch.Tensor) -> int:
-    return batch.size(0) * (batch.size(1) - 1)
+def _batch_size(batch: torch.Tensor | dict) -> int:
+    return _inputs(batch).size(0)
+
+
+def _tokens(batch: torch.Tensor | dict) -> int:
+    return _inputs(batch).numel()
 
 
 class TokenThroughputMonitor(ThroughputMonitor):
-    """ThroughputMonitor for (B, T+1) token windows: items/s are trained tokens/s; MFU on known GPUs.
+    """ThroughputMonitor for token batches: items/s are trained tokens/s (padding included); MFU on known GPUs.
 
     Logs ``train/device/items_per_sec`` (tokens per second per device), ``train/items_per_sec``
     (all devices), ``train/device/flops_per_sec`` and ``train/device/mfu``.
