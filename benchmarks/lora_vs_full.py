@@ -3,8 +3,8 @@
 The same d4 weights, the same padded chat-shaped batches and the same masked loss; AdamW from the
 modules' own ``configure_optimizers`` (decay groups, warm-up → cosine). "Full" trains every
 parameter (a PretrainModule holding the base weights); "LoRA" is a FinetuneModule (r = 16, α = 32 on
-q, k, v, o, gate, up, down). fp32 on the CPU, gradient clipping at 1.0. Prints the optimizer-state
-and gradient bytes of each, their median step time, and the ratios LoRA / full.
+q, k, v, o, gate, up, down). fp32 on the CPU, gradient clipping at 1.0, the two stepping in turn.
+Prints the optimizer-state and gradient bytes of each, their step times, and the ratios LoRA / full.
 
     python benchmarks/lora_vs_full.py [--depth 4] [--seq-len 256] [--batch-size 8] [--steps 20]
 """
@@ -12,6 +12,7 @@ and gradient bytes of each, their median step time, and the ratios LoRA / full.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import tempfile
@@ -62,23 +63,31 @@ def tensor_bytes(tensors) -> int:
     return sum(t.numel() * t.element_size() for t in tensors if isinstance(t, torch.Tensor))
 
 
-def run(module: L.LightningModule, data: list[dict], warmup: int) -> dict:
-    module.train()
-    optimizer, scheduler = optimizer_of(module, len(data))
-    params = [p for p in module.parameters() if p.requires_grad]
-    times = []
-    for batch in data:
+class Stepper:
+    """One module with its optimizer and schedule, stepping one batch at a time."""
+
+    def __init__(self, module: L.LightningModule, steps: int) -> None:
+        module.train()
+        self.module = module
+        self.optimizer, self.scheduler = optimizer_of(module, steps)
+        self.params = [p for p in module.parameters() if p.requires_grad]
+        self.times: list[float] = []
+        self.grad_bytes = 0
+
+    def step(self, batch: dict[str, torch.Tensor]) -> None:
         t0 = time.perf_counter()
-        loss = FinetuneModule.loss(module, batch)  # the masked loss, whichever module holds the GPT
+        loss = FinetuneModule.loss(self.module, batch)  # the masked loss, whichever module holds the GPT
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        grads = tensor_bytes(p.grad for p in params)
-        optimizer.zero_grad(set_to_none=True)
-        scheduler.step()
-        times.append(time.perf_counter() - t0)
-    state = tensor_bytes(t for per_param in optimizer.state.values() for t in per_param.values())
-    return {"params": sum(p.numel() for p in params), "state": state, "grads": grads, "times": times[warmup:]}
+        torch.nn.utils.clip_grad_norm_(self.params, 1.0)
+        self.optimizer.step()
+        self.grad_bytes = tensor_bytes(p.grad for p in self.params)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        self.times.append(time.perf_counter() - t0)
+
+    @property
+    def state_bytes(self) -> int:
+        return tensor_bytes(t for per_param in self.optimizer.state.values() for t in per_param.values())
 
 
 def main() -> None:
@@ -88,7 +97,6 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=4, help="steps dropped from each median")
-    parser.add_argument("--repeats", type=int, default=2, help="alternating runs of each")
     args = parser.parse_args()
 
     config = GPTConfig.from_depth(args.depth, max_seq_len=args.seq_len)
@@ -109,25 +117,29 @@ def main() -> None:
             module.configure_model()
             return module
 
-        results = {"full": [], "lora": []}
-        for _ in range(args.repeats):  # alternate so drift on a shared machine hits both
-            results["full"].append(run(full(), data, args.warmup))
-            results["lora"].append(run(lora(), data, args.warmup))
+        full_run, lora_run = Stepper(full(), len(data)), Stepper(lora(), len(data))
+        # Interleaved step by step, so that load from other programs hits both alike.
+        for batch in data:
+            full_run.step(batch)
+            lora_run.step(batch)
 
-    summary = {}
-    for name, runs in results.items():
-        times = [t for r in runs for t in r["times"]]
-        summary[name] = {**runs[0], "ms": statistics.median(times) * 1e3}
-    full_, lora_ = summary["full"], summary["lora"]
+    pairs = list(zip(full_run.times, lora_run.times))[args.warmup :]
+    step_ratio = statistics.median(l / f for f, l in pairs)
+    load = os.getloadavg()[0]
     print(f"# lora_vs_full  {date.today()}  torch {torch.__version__}  lightning {L.__version__}")
-    print(f"# {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads; d{args.depth} "
-          f"({config.num_params() / 1e6:.1f}M), batch {args.batch_size} × {args.seq_len}, loss on the last third, "
-          f"{args.steps} steps × {args.repeats} runs, AdamW fp32 on the CPU")
-    print(f"{'':<10}{'trainable':>12}{'AdamW state (MB)':>18}{'grads (MB)':>12}{'median step (ms)':>18}")
-    for name, s in summary.items():
-        print(f"{name:<10}{s['params']:>12,}{s['state'] / 2**20:>18.2f}{s['grads'] / 2**20:>12.2f}{s['ms']:>18.1f}")
-    print(f"ratio LoRA / full: optimizer state {lora_['state'] / full_['state']:.4f}, "
-          f"gradients {lora_['grads'] / full_['grads']:.4f}, step time {lora_['ms'] / full_['ms']:.3f}")
+    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {torch.get_num_threads()} threads, "
+          f"load average {load:.1f} at the end; d{args.depth} ({config.num_params() / 1e6:.1f}M), batch {args.batch_size} "
+          f"× {args.seq_len}, loss on the last third, {args.steps} steps each (first {args.warmup} dropped), "
+          "interleaved; AdamW fp32 on the CPU")
+    print(f"{'':<10}{'trainable':>12}{'AdamW state (MB)':>18}{'grads (MB)':>12}{'median step (ms)':>18}{'min step (ms)':>15}")
+    for name, run in (("full", full_run), ("lora", lora_run)):
+        trainable = sum(p.numel() for p in run.params)
+        times = run.times[args.warmup :]
+        print(f"{name:<10}{trainable:>12,}{run.state_bytes / 2**20:>18.2f}{run.grad_bytes / 2**20:>12.2f}"
+              f"{statistics.median(times) * 1e3:>18.1f}{min(times) * 1e3:>15.1f}")
+    print(f"ratio LoRA / full: optimizer state {lora_run.state_bytes / full_run.state_bytes:.4f}, "
+          f"gradients {lora_run.grad_bytes / full_run.grad_bytes:.4f}, "
+          f"step time {step_ratio:.3f} (median of per-step ratios)")
 
 
 if __name__ == "__main__":

@@ -83,3 +83,26 @@ def test_synth_commands_same_seed_same_file(tmp_path):
     assert len(records) == 90 and all(json.loads(r["messages"][2]["content"].split("\n")[0])["action"] for r in records)
     listed = flightmind("--help", cwd=tmp_path).stdout
     assert "  synth-commands " in listed and "  export " in listed
+
+
+def test_d24_config_is_the_specs_setup(capsys):
+    import yaml
+
+    from flightmind.cli import run_lightning
+    from flightmind.model import GPT, GPTConfig
+    from flightmind.model.lora import apply_lora, count_parameters, mark_only_lora_as_trainable
+
+    with pytest.raises(SystemExit) as done:
+        run_lightning(["fit", "-c", str(REPO / "configs" / "finetune_lora.yaml"), "--print_config"])
+    assert done.value.code == 0
+    config = yaml.safe_load(capsys.readouterr().out)
+    lora = config["model"]["init_args"]
+    assert config["trainer"]["devices"] == 1 and config["trainer"]["precision"] == "bf16-mixed"
+    assert (lora["lora_r"], lora["lora_alpha"]) == (16, 32.0)
+    assert lora["lora_targets"] == ["q", "k", "v", "o", "gate", "up", "down"]
+    assert lora["base_checkpoint"] == "checkpoints/d24/final.ckpt"
+    with torch.device("meta"):
+        model = apply_lora(GPT(GPTConfig.from_depth(24)), r=lora["lora_r"], alpha=lora["lora_alpha"], targets=lora["lora_targets"])
+    mark_only_lora_as_trainable(model)
+    trainable, total = count_parameters(model)
+    assert 0.01 <= trainable / total <= 0.015

@@ -130,6 +130,7 @@ class FinetuneModule(PretrainModule):
             )
 
     def on_train_start(self) -> None:
+        super().on_train_start()
         trainable, total = count_parameters(self.model)
         for logger in self.loggers:
             logger.log_metrics({"params/trainable": trainable, "params/total": total}, step=self.global_step)
