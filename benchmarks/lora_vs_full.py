@@ -6,7 +6,7 @@ parameter (a PretrainModule holding the base weights); "LoRA" is a FinetuneModul
 q, k, v, o, gate, up, down). fp32 on the CPU, gradient clipping at 1.0, the two stepping in turn.
 Prints the optimizer-state and gradient bytes of each, their step times, and the ratios LoRA / full.
 
-    python benchmarks/lora_vs_full.py [--depth 4] [--seq-len 256] [--batch-size 8] [--steps 20]
+    python benchmarks/lora_vs_full.py [--depth 4] [--seq-len 256] [--batch-size 8] [--steps 20] [--threads 1]
 """
 
 from __future__ import annotations
@@ -72,10 +72,11 @@ class Stepper:
         self.optimizer, self.scheduler = optimizer_of(module, steps)
         self.params = [p for p in module.parameters() if p.requires_grad]
         self.times: list[float] = []
+        self.cpu_times: list[float] = []  # CPU seconds of this process: less disturbed by other programs
         self.grad_bytes = 0
 
     def step(self, batch: dict[str, torch.Tensor]) -> None:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         loss = FinetuneModule.loss(self.module, batch)  # the masked loss, whichever module holds the GPT
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.params, 1.0)
@@ -84,6 +85,7 @@ class Stepper:
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
         self.times.append(time.perf_counter() - t0)
+        self.cpu_times.append(time.process_time() - c0)
 
     @property
     def state_bytes(self) -> int:
@@ -97,7 +99,13 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=4, help="steps dropped from each median")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: torch's). On a machine shared with other programs use 1: with "
+                             "more, every op waits at a barrier for a thread the OS has descheduled, which charges "
+                             "the many small adapter ops a time slice each")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     config = GPTConfig.from_depth(args.depth, max_seq_len=args.seq_len)
     data = batches(args, config.vocab_size)
@@ -123,23 +131,26 @@ def main() -> None:
             full_run.step(batch)
             lora_run.step(batch)
 
-    pairs = list(zip(full_run.times, lora_run.times))[args.warmup :]
-    step_ratio = statistics.median(l / f for f, l in pairs)
+    def median_ratio(full_times: list[float], lora_times: list[float]) -> float:
+        return statistics.median(l / f for f, l in list(zip(full_times, lora_times))[args.warmup :])
+
     load = os.getloadavg()[0]
     print(f"# lora_vs_full  {date.today()}  torch {torch.__version__}  lightning {L.__version__}")
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {torch.get_num_threads()} threads, "
           f"load average {load:.1f} at the end; d{args.depth} ({config.num_params() / 1e6:.1f}M), batch {args.batch_size} "
           f"× {args.seq_len}, loss on the last third, {args.steps} steps each (first {args.warmup} dropped), "
           "interleaved; AdamW fp32 on the CPU")
-    print(f"{'':<10}{'trainable':>12}{'AdamW state (MB)':>18}{'grads (MB)':>12}{'median step (ms)':>18}{'min step (ms)':>15}")
+    header = ("trainable", "AdamW state (MB)", "grads (MB)", "median step (ms)", "min step (ms)", "median CPU (ms)")
+    print(f"{'':<6}" + "".join(f"{h:>18}" for h in header))
     for name, run in (("full", full_run), ("lora", lora_run)):
-        trainable = sum(p.numel() for p in run.params)
-        times = run.times[args.warmup :]
-        print(f"{name:<10}{trainable:>12,}{run.state_bytes / 2**20:>18.2f}{run.grad_bytes / 2**20:>12.2f}"
-              f"{statistics.median(times) * 1e3:>18.1f}{min(times) * 1e3:>15.1f}")
+        times, cpu = run.times[args.warmup :], run.cpu_times[args.warmup :]
+        row = (f"{sum(p.numel() for p in run.params):,}", f"{run.state_bytes / 2**20:.2f}", f"{run.grad_bytes / 2**20:.2f}",
+               f"{statistics.median(times) * 1e3:.1f}", f"{min(times) * 1e3:.1f}", f"{statistics.median(cpu) * 1e3:.1f}")
+        print(f"{name:<6}" + "".join(f"{v:>18}" for v in row))
     print(f"ratio LoRA / full: optimizer state {lora_run.state_bytes / full_run.state_bytes:.4f}, "
           f"gradients {lora_run.grad_bytes / full_run.grad_bytes:.4f}, "
-          f"step time {step_ratio:.3f} (median of per-step ratios)")
+          f"step time {median_ratio(full_run.times, lora_run.times):.3f}, "
+          f"step CPU time {median_ratio(full_run.cpu_times, lora_run.cpu_times):.3f} (medians of per-step ratios)")
 
 
 if __name__ == "__main__":

@@ -49,8 +49,10 @@ class LoRALinear(nn.Linear):
         nn.init.zeros_(self.lora_B)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        update = F.linear(F.linear(self.lora_dropout(x), self.lora_A), self.lora_B)
-        return F.linear(x, self.weight, self.bias) + self.scaling * update
+        base = F.linear(x, self.weight, self.bias)
+        down = F.linear(self.lora_dropout(x), self.lora_A)  # (…, r)
+        # base + (α/r)·down·Bᵀ as one addmm: no separate scaling and addition passes over the output.
+        return torch.addmm(base.flatten(0, -2), down.flatten(0, -2), self.lora_B.t(), alpha=self.scaling).view(base.shape)
 
     def delta_weight(self) -> torch.Tensor:
         """(α/r)·B·A, computed in float32."""
