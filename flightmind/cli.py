@@ -102,6 +102,13 @@ def print_usage() -> None:
     print("\n".join(lines))
 
 
+def user_error(err: BaseException) -> FlightMindError | None:
+    """The FlightMindError behind ``err``: jsonargparse wraps one raised in a class's ``__init__``."""
+    while err is not None and not isinstance(err, FlightMindError):
+        err = err.__cause__
+    return err
+
+
 def main(argv: list[str] | None = None) -> int:
     words = list(sys.argv[1:] if argv is None else argv)
     try:
@@ -112,8 +119,10 @@ def main(argv: list[str] | None = None) -> int:
             return run_tool(words[0], words[1:])
         run_lightning(None if argv is None else words)
         return 0
-    except FlightMindError as err:
-        print(f"flightmind: error: {err}", file=sys.stderr)
+    except (FlightMindError, ValueError) as err:
+        if (cause := user_error(err)) is None:
+            raise
+        print(f"flightmind: error: {cause}", file=sys.stderr)
         return 2
 
 

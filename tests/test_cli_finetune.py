@@ -60,6 +60,12 @@ def test_finetuned_checkpoint_tests_and_exports_to_a_plain_gpt(finetune_run):
     torch.testing.assert_close(model(idx), adapted(idx), atol=1e-5, rtol=1e-5)
 
 
+def test_missing_base_checkpoint_is_one_clear_error(tmp_path):
+    result = flightmind("fit", "-c", CONFIG, cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "base_checkpoint checkpoints/smoke/final.ckpt does not exist: pretrain first" in result.stderr
+
+
 def test_export_of_a_pretraining_checkpoint_needs_its_tokenizer(smoke_run, tmp_path):
     smoke_cwd, _ = smoke_run
     ckpt = smoke_cwd / "checkpoints" / "smoke" / "final.ckpt"

@@ -89,3 +89,12 @@ def test_misshapen_or_foreign_checkpoints_are_one_clear_error(tmp_path, chat_tok
         read_checkpoint(tmp_path / "missing.ckpt")
     with pytest.raises(FlightMindError, match="holds no config.json"):
         load_exported(tmp_path)
+
+
+def test_missing_safetensors_is_a_clear_error(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "safetensors", None)  # makes `import safetensors` fail
+    monkeypatch.setitem(sys.modules, "safetensors.torch", None)
+    with pytest.raises(FlightMindError, match=r"pip install 'flightmind\[export\]'"):
+        export(write_checkpoint(tmp_path / "m.ckpt", tiny_gpt()), tmp_path / "out")

@@ -14,6 +14,8 @@ tokenizer, so ``flightmind export`` needs nothing else.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_info
@@ -63,6 +65,11 @@ class FinetuneModule(PretrainModule):
             compile: compile the model in place with ``torch.compile``.
             action_max_new_tokens: most tokens generated per prompt when scoring actions.
         """
+        if not Path(base_checkpoint).is_file():
+            raise FlightMindError(
+                f"model.init_args.base_checkpoint {base_checkpoint} does not exist: pretrain first (`flightmind fit -c "
+                "configs/smoke.yaml` writes checkpoints/smoke/final.ckpt) or name a checkpoint that does"
+            )
         base = read_model_config(base_checkpoint)
         check_targets(lora_targets)
         super().__init__(

@@ -57,7 +57,7 @@ def test_loss_counts_only_assistant_tokens(base_ckpt):
 
 
 def test_missing_or_unreadable_base_is_one_clear_error(tmp_path):
-    with pytest.raises(FlightMindError, match="nowhere.ckpt does not exist"):
+    with pytest.raises(FlightMindError, match="base_checkpoint .*nowhere.ckpt does not exist: pretrain first"):
         FinetuneModule(str(tmp_path / "nowhere.ckpt"))
     (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint")
     with pytest.raises(FlightMindError, match="cannot read checkpoint"):
