@@ -170,24 +170,25 @@ class FinetuneModule(PretrainModule):
             scores.append(float(parse_action(tokenizer.decode(answer)) == example["action"]))
         return torch.tensor(scores, device=self.device)
 
-    def _score_actions(self, metric: MeanMetric) -> None:
-        """This rank's share of the datamodule's ``action_set``, scored into ``metric``."""
+    def _score_actions(self, metric: MeanMetric) -> bool:
+        """Score this rank's share of the datamodule's ``action_set`` into ``metric``. The answer,
+        whether anything was scored, is the same on every rank, so all of them reduce the metric."""
         examples = getattr(self.trainer.datamodule, "action_set", None)
         if not examples or self.trainer.sanity_checking:
-            return
+            return False
         mine = examples[self.global_rank :: self.trainer.world_size]
         if mine:
             with self.trainer.precision_plugin.forward_context():  # epoch-end hooks run outside autocast
                 metric.update(self.action_scores(mine))
+        return True
 
     def _log_eval(self, stage: str, loss_metric: MeanMetric, action_metric: MeanMetric) -> None:
-        self._score_actions(action_metric)
+        if self._score_actions(action_metric):
+            self.log(f"{stage}/action_acc", action_metric.compute(), prog_bar=True, sync_dist=True)
         if loss_metric.update_count:
             loss = loss_metric.compute()  # torchmetrics reduces across DDP ranks
             self.log(f"{stage}/loss", loss, prog_bar=True, sync_dist=True)
             self.log(f"{stage}/ppl", torch.exp(loss), sync_dist=True)
-        if action_metric.update_count:
-            self.log(f"{stage}/action_acc", action_metric.compute(), prog_bar=True, sync_dist=True)
         loss_metric.reset()
         action_metric.reset()
 
