@@ -28,6 +28,8 @@ TOOLS: dict[str, tuple[str, str]] = {
     "generate": ("flightmind.model.generate", "continue a prompt with a trained checkpoint (KV cache; greedy or sampled)"),
     "dashboard": ("flightmind.dashboard", "draw a run's loss, perplexity, gradient norm and throughput as a PNG"),
     "budget": ("flightmind.training.budget", "parameters, tokens, FLOPs, hours and cost of a pretraining run"),
+    "synth-commands": ("flightmind.data.commands", "synthetic cockpit commands (9 categories) as chat JSONL for fine-tuning"),
+    "export": ("flightmind.export", "merge LoRA adapters; write model.safetensors + config.json + tokenizer.json"),
 }
 
 LIGHTNING_COMMANDS = {
@@ -209,6 +211,13 @@ def print_usage() -> None:
     print("\n".join(lines))
 
 
+def user_error(err: BaseException) -> FlightMindError | None:
+    """The FlightMindError behind ``err``: jsonargparse wraps one raised in a class's ``__init__``."""
+    while err is not None and not isinstance(err, FlightMindError):
+        err = err.__cause__
+    return err
+
+
 def main(argv: list[str] | None = None) -> int:
     words = list(sys.argv[1:] if argv is None else argv)
     try:
@@ -219,8 +228,10 @@ def main(argv: list[str] | None = None) -> int:
             return run_tool(words[0], words[1:])
         lightning_cli(None if argv is None else words)
         return 0
-    except FlightMindError as err:
-        print(f"flightmind: error: {err}", file=sys.stderr)
+    except (FlightMindError, ValueError) as err:
+        if (cause := user_error(err)) is None:
+            raise
+        print(f"flightmind: error: {cause}", file=sys.stderr)
         return 2
 
 

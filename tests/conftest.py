@@ -1,6 +1,4 @@
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -35,29 +33,34 @@ def prepared_dir(tmp_path_factory) -> Path:
     return root / "data"
 
 
-@pytest.fixture(autouse=True)
-def _quiet_tokenizers(monkeypatch):
-    monkeypatch.setenv("TOKENIZERS_PARALLELISM", os.environ.get("TOKENIZERS_PARALLELISM", "false"))
+@pytest.fixture(scope="session")
+def chat_tokenizer_path(tmp_path_factory) -> Path:
+    """A small BPE (vocab 512, the five special tokens at ids 0–4) trained on synthetic commands."""
+    from flightmind.data.commands import generate_commands
+    from flightmind.data.tokenizer import save_tokenizer, train_tokenizer
 
-
-def flightmind(*args, cwd):
-    """`flightmind ARGS…` in a subprocess, running this checkout's package whatever is installed."""
-    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
-    env = {**os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
-    return subprocess.run(
-        [sys.executable, "-m", "flightmind.cli", *map(str, args)],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=600,
-    )
+    texts = [m["content"] for record in generate_commands(600, seed=7) for m in record["messages"]]
+    path = tmp_path_factory.mktemp("chat_tokenizer") / "tokenizer.json"
+    save_tokenizer(train_tokenizer(texts, vocab_size=512), path)
+    return path
 
 
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory):
     """The README's smoke command, offline, from an empty directory; run once per test session.
 
-    Tests that only read its outputs (event files, checkpoints) share it; tests that add to it
-    (a resumed run) must leave lightning_logs/version_0 and best.ckpt as they are.
-    """
+    Tests that only read its outputs (event files, checkpoints) share it; tests that add to it (a
+    resumed run) must leave lightning_logs/version_0 and best.ckpt as they are, and tests that train
+    from its checkpoint copy what they need into a directory of their own."""
+    from tests.helpers import flightmind
+
     cwd = tmp_path_factory.mktemp("smoke")
     result = flightmind("fit", "-c", REPO / "configs" / "smoke.yaml", cwd=cwd)
     assert result.returncode == 0, result.stderr[-3000:]
     return cwd, result
+
+
+@pytest.fixture(autouse=True)
+def _quiet_tokenizers(monkeypatch):
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", os.environ.get("TOKENIZERS_PARALLELISM", "false"))
+

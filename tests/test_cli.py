@@ -1,20 +1,13 @@
 """The public commands, run as a user runs them: `flightmind …` in a subprocess."""
 
 import math
-from pathlib import Path
 
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from flightmind.training.samples import SPEC_PROMPTS
-from tests.conftest import REPO, flightmind
-
-
-def scalars(run_dir: Path, tag: str) -> list[tuple[int, float]]:
-    events = EventAccumulator(str(run_dir))
-    events.Reload()
-    return [(e.step, e.value) for e in events.Scalars(tag)]
+from tests.helpers import REPO, flightmind, scalars
 
 
 def test_smoke_run_builds_demo_data_trains_and_checkpoints(smoke_run):

@@ -16,7 +16,9 @@ EXPECTED = {
     "h100x4_d32.yaml": (524_288, 95_000, 500),
     "h100x4x2_d24.yaml": (524_288, 95_000, 500),
 }
-SHIPPED = sorted(path.name for path in CONFIGS.glob("*.yaml"))
+# Pretraining configs; the fine-tuning ones (finetune_*.yaml) need a base checkpoint to instantiate
+# and are checked in tests/test_cli_finetune.py.
+SHIPPED = sorted(path.name for path in CONFIGS.glob("*.yaml") if not path.name.startswith("finetune_"))
 
 
 def test_every_shipped_config_has_its_expected_numbers():

@@ -104,7 +104,7 @@ def collate_windows(items: list[tuple[list[int], int, bool]]) -> dict[str, torch
         inputs[row, : len(tokens) - 1] = window[:-1]
         targets[row, : len(tokens) - 1] = window[1:]
     return {
-        "inputs": inputs,
+        "input_ids": inputs,
         "targets": targets,
         "bytes": torch.tensor([size for _, size, _ in items], dtype=torch.long),
         "documents": torch.tensor([int(first) for _, _, first in items], dtype=torch.long),

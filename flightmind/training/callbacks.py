@@ -24,14 +24,18 @@ def is_logging_step(trainer: L.Trainer) -> bool:
     return not trainer.fit_loop._should_accumulate() and trainer._logger_connector.should_update_logs
 
 
+def _inputs(batch: torch.Tensor | dict) -> torch.Tensor:
+    # Pretraining batches are (B, T+1) windows; fine-tuning and held-out test batches are dicts of
+    # padded (B, T) tensors.
+    return batch["input_ids"] if isinstance(batch, dict) else batch[:, :-1]
+
+
 def _sequences(batch: torch.Tensor | dict) -> int:
-    return (batch["inputs"] if isinstance(batch, dict) else batch).size(0)
+    return _inputs(batch).size(0)
 
 
 def _tokens(batch: torch.Tensor | dict) -> int:
-    """Trained tokens: (B, T+1) windows in training and validation hold T targets each; held-out test
-    batches are dicts of (B, T) inputs."""
-    return batch["inputs"].numel() if isinstance(batch, dict) else batch.size(0) * (batch.size(1) - 1)
+    return _inputs(batch).numel()
 
 
 def _synchronize(trainer: L.Trainer) -> None:
@@ -40,7 +44,7 @@ def _synchronize(trainer: L.Trainer) -> None:
 
 
 class TokenThroughputMonitor(ThroughputMonitor):
-    """ThroughputMonitor for (B, T+1) token windows, measuring only on logging steps.
+    """ThroughputMonitor for token batches (windows or padded dicts), measuring only on logging steps.
 
     Logs ``train/device/items_per_sec`` (trained tokens per second per device), ``train/items_per_sec``
     (all devices), ``train/device/flops_per_sec`` and ``train/device/mfu`` (against the bf16 peak of

@@ -244,7 +244,7 @@ class PretrainModule(L.LightningModule):
             )
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        logits = self.model(batch["inputs"])
+        logits = self.model(batch["input_ids"])
         targets = batch["targets"].flatten()
         nats = F.cross_entropy(logits.flatten(0, 1).float(), targets, ignore_index=IGNORE_INDEX, reduction="sum")
         sums = self.test_sums
