@@ -115,7 +115,7 @@ class PretrainDataModule(L.LightningDataModule):
             )
             rank_zero_info(
                 f"data: {float(self.aviation_ratio):.2f} aviation ({self.data_dir}), "
-                f"{float(1 - self.aviation_ratio):.2f} general ({self.general_stream.source})"
+                f"{float(1 - self.aviation_ratio):.2f} general ({self.general_stream.summary()})"
             )
             if trainer is not None and not any(isinstance(c, MixingMonitor) for c in trainer.callbacks):
                 trainer.callbacks.append(MixingMonitor())

@@ -19,6 +19,7 @@ batches trained on.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -100,8 +101,11 @@ class MixedBatches(IterableDataset):
     def __iter__(self) -> Iterator[tuple[torch.Tensor | _Failure, dict | None]]:
         info = get_worker_info()
         slot = 0 if info is None else info.id
-        if info is not None and info.num_workers != self.slots:
-            raise RuntimeError(f"built for {self.slots} workers, iterated by {info.num_workers}")
+        if info is not None:
+            if info.num_workers != self.slots:
+                raise RuntimeError(f"built for {self.slots} workers, iterated by {info.num_workers}")
+            # Parallelism comes from the workers; rayon threads in each would only oversubscribe.
+            os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         reader = None
         if self.general is not None and self.ratio < 1:
             # A slot continues the reader whose turn comes next, whichever worker ran it before.
@@ -178,12 +182,15 @@ class MixedLoader(DataLoader):
 
     # -- checkpoints ---------------------------------------------------------------------------
     def state_dict(self) -> dict:
+        """The position of every rank: Lightning saves rank 0's loader state alone, so the ranks'
+        reader positions are gathered here (every rank builds the checkpoint; rank 0 writes it)."""
         data = self.dataset
+        readers = [self._reader_states.get(self._next + j) for j in range(data.slots)]
         return {
             "micro_batches": self._next,
             "sequences": self.sequences,
             "aviation_sequences": self.aviation_sequences,
-            "readers": [self._reader_states.get(self._next + j) for j in range(data.slots)],
+            "readers": _gather(readers, data.world_size),  # [rank][slot]
             "layout": self._layout(),
         }
 
@@ -197,7 +204,7 @@ class MixedLoader(DataLoader):
             )
         data = self.dataset
         data.start = int(state["micro_batches"])
-        data.reader_states = list(state["readers"])
+        data.reader_states = list(state["readers"][data.rank])
         self._next = data.start
         self._reader_states = {data.start + j: s for j, s in enumerate(data.reader_states)}
 
@@ -210,6 +217,19 @@ class MixedLoader(DataLoader):
             "aviation_ratio": str(data.ratio),
             "general": None if data.general is None else data.general.layout,
         }
+
+
+def _gather(value, world_size: int) -> list:
+    """``value`` of every rank, in rank order."""
+    if world_size == 1:
+        return [value]
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() != world_size:
+        raise RuntimeError(f"saving the data position of {world_size} ranks needs their process group")
+    values = [None] * world_size
+    dist.all_gather_object(values, value)
+    return values
 
 
 class MixingMonitor(L.Callback):

@@ -154,6 +154,11 @@ class GeneralStream:
     retry_delay: float
     layout: dict = field(default_factory=dict)  # what a saved reader position is only valid for
 
+    def summary(self) -> str:
+        split = "each its own shards" if self.strategy == "shards" else "each keeping one document in N"
+        shuffle = f"shuffle buffer {self.shuffle_buffer:,}" if self.shuffle_buffer else "no shuffling"
+        return f"{self.source}: {self.layout['shards']} shards, {self.readers} readers {split}, {shuffle}"
+
     def reader(self, index: int, seq_len: int, tokenizer_path: str | Path, state: dict | None = None) -> GeneralReader:
         return GeneralReader(self, index, seq_len, tokenizer_path, state)
 
@@ -195,7 +200,6 @@ def open_general_pool(pool: GeneralPool, *, readers: int, seed: int, shuffle: bo
     dataset = dataset.select_columns([pool.text_column])
     _check_first_document(dataset, pool.text_column, source)
 
-    files_or_shards = dataset.num_shards
     dataset = dataset.reshard()  # parquet: one shard per row group; a resume re-reads at most one
     strategy = "shards" if dataset.num_shards >= readers else "examples"
     if strategy == "examples" and readers > 1:
@@ -205,11 +209,6 @@ def open_general_pool(pool: GeneralPool, *, readers: int, seed: int, shuffle: bo
         )
     shuffle_buffer = pool.shuffle_buffer if shuffle else 0
     layout = {"readers": readers, "shards": dataset.num_shards, "strategy": strategy, "shuffle_buffer": shuffle_buffer, "seed": seed}
-    log.info(
-        f"general pool {source}: {files_or_shards} file(s), {dataset.num_shards} shard(s), {readers} reader(s) "
-        f"({'own shards' if strategy == 'shards' else 'one document in N each'}), "
-        + (f"shuffle buffer {shuffle_buffer:,}" if shuffle_buffer else "no shuffling")
-    )
     return GeneralStream(
         dataset=dataset,
         source=source,

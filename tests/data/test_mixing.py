@@ -89,7 +89,7 @@ def test_a_restored_loader_continues_with_the_same_batches(prepared_dir, aviatio
     head = [b.clone() for b in itertools.islice(first, 13)]  # stops between the workers' turns
     state = first.state_dict()
     assert state["micro_batches"] == 13 and state["sequences"] == 104 and state["aviation_sequences"] == 31
-    assert len(state["readers"]) == max(1, workers)
+    assert len(state["readers"]) == 1 and len(state["readers"][0]) == max(1, workers)  # [rank][worker]
 
     resumed = loader(prepared_dir, aviation_shard, general_file, ratio=0.3, workers=workers, length=30)
     resumed.load_state_dict(state)

@@ -1,4 +1,5 @@
-"""Two DDP ranks on the CPU (gloo) train on disjoint general documents and different aviation sequences."""
+"""Two DDP ranks on the CPU (gloo) train on disjoint general documents and different aviation sequences,
+and a resumed DDP run continues each rank's data exactly."""
 
 import os
 import re
@@ -16,7 +17,7 @@ REPO = Path(__file__).resolve().parents[2]
 TAG = re.compile(r"\[doc (\d+)\]")
 
 
-def test_two_ddp_ranks_mix_disjoint_general_documents_and_different_aviation_sequences(
+def test_two_ddp_ranks_mix_disjoint_general_documents_and_different_aviation_sequences_and_resume_exactly(
     tmp_path, prepared_dir, tagged_texts, write_parquet_pool
 ):
     write_parquet_pool(tmp_path / "pool", tagged_texts, files=3, row_group_size=200)  # 3 files, 2 ranks: resharded
@@ -41,6 +42,9 @@ def test_two_ddp_ranks_mix_disjoint_general_documents_and_different_aviation_seq
         # Consecutive windows of one reader share a token: together they are its token stream.
         stream = torch.cat([general[0], *(w[1:] for w in general[1:])]).tolist()
         documents.append({int(n) for n in TAG.findall(tokenizer.decode(stream))})
+        # Resumed at step STEPS // 2 from the checkpoint rank 0 wrote: each rank continues its own data.
+        resumed = torch.load(out / f"rank{rank}-resumed.pt")
+        assert torch.equal(resumed, rows[script.STEPS // 2 * script.BATCH :])
     assert len(aviation[0]) == len(aviation[1]) == 7  # floor(24 · 0.3)
     assert not aviation[0] & aviation[1]
     assert min(map(len, documents)) >= 3

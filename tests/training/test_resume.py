@@ -122,7 +122,7 @@ def test_a_resumed_mixed_run_matches_the_uninterrupted_run(prepared_dir, general
     [loader_state] = position["combined_loader"]
     assert loader_state["micro_batches"] == 4 * 2 and loader_state["sequences"] == 4 * 2 * 4
     assert loader_state["aviation_sequences"] == 9  # floor(32 · 0.3)
-    assert len(loader_state["readers"]) == max(1, num_workers)
+    assert len(loader_state["readers"]) == 1 and len(loader_state["readers"][0]) == max(1, num_workers)
 
     resumed, trainer = run(prepared_dir, tmp_path / "resumed", ckpt_path=tmp_path / "full" / "step_4.ckpt", **mixed)
     assert trainer.global_step == MAX_STEPS
