@@ -24,8 +24,8 @@ it is full, every document read takes the place of a random one held, which goes
 (The buffer is ours, not ``IterableDataset.shuffle``: that one's state does not resume reliably.)
 
 Packing. A reader reads documents in batches of ``DOCUMENTS_PER_READ``, skips (and counts) those that
-``prepare`` would skip, tokenizes them with prepare's ``encode_documents`` (ids, then
-``<|endoftext|>``) and cuts the token stream into windows of ``seq_len + 1`` with stride ``seq_len``:
+``prepare`` would skip, tokenizes them ``TOKENIZE_CHARS`` at a time with prepare's
+``encode_documents`` (ids, then ``<|endoftext|>``) and cuts the token stream into windows of ``seq_len + 1`` with stride ``seq_len``:
 the very windows ``PackedSequences`` reads from a shard that ``prepare`` made of the same documents.
 When no window is left it reads until ``ready_sequences`` windows are ready.
 
@@ -62,9 +62,11 @@ from flightmind.errors import FlightMindError
 
 log = logging.getLogger(__name__)
 
-# Documents per read and per encode_batch call: big enough to amortize both calls, small enough
-# that a resume with shuffling skips little beyond the shuffle buffer.
+# Documents per read: the grain of a reader's position. Small, so that a resume with shuffling
+# skips little beyond the shuffle buffer.
 DOCUMENTS_PER_READ = 64
+# Text per encode_batch call (prepare's block size): per-call costs vanish, rayon has work to share.
+TOKENIZE_CHARS = 1 << 18
 # Rows read at start-up to find one usable document.
 FIRST_DOCUMENT_ROWS = 1000
 # OSErrors that no retry mends.
@@ -362,6 +364,7 @@ class GeneralReader:
         documents_this_pass = 0
         failures = 0
         buffer = self._shuffle_buffer(epoch)
+        reads, characters = [], 0  # (documents, skipped, stream state) of reads not yet tokenized
         while True:
             part = split_dataset_by_node(stream.dataset, rank=self.index, world_size=stream.readers, strategy=stream.strategy)
             part.set_epoch(epoch)
@@ -375,7 +378,11 @@ class GeneralReader:
                     documents_this_pass += len(documents)
                     if buffer is not None:
                         documents = buffer.push(documents)
-                    yield self._batch(tokenizer, eot, epoch, documents, skipped, stream_state)
+                    reads.append((documents, skipped, stream_state))
+                    characters += sum(map(len, documents))
+                    if characters >= TOKENIZE_CHARS:
+                        yield from self._tokenize(tokenizer, eot, epoch, reads)
+                        reads, characters = [], 0
             except Exception as error:
                 if not is_transient(error):
                     raise
@@ -401,7 +408,9 @@ class GeneralReader:
                     "lower data.num_workers or add files"
                 )
             if buffer is not None:
-                yield self._batch(tokenizer, eot, epoch, buffer.drain(), SkipCounts(), stream_state)
+                reads.append((buffer.drain(), SkipCounts(), stream_state))
+            yield from self._tokenize(tokenizer, eot, epoch, reads)
+            reads, characters = [], 0
             epoch, stream_state, whole_pass, documents_this_pass = epoch + 1, None, True, 0
             buffer = self._shuffle_buffer(epoch)
 
@@ -409,6 +418,26 @@ class GeneralReader:
         if not self.stream.shuffle_buffer:
             return None
         return ShuffleBuffer(self.stream.shuffle_buffer, np.random.default_rng([self.stream.seed, self.index, epoch]))
+
+    @classmethod
+    def _tokenize(cls, tokenizer, eot: int, epoch: int, reads: list) -> Iterator[ReadBatch]:
+        """Several reads tokenized in one call, then each read's tokens as its own batch."""
+        texts = [text for documents, _, _ in reads for text in documents]
+        try:
+            tokens = encode_documents(tokenizer, texts, eot)
+            ends = np.flatnonzero(tokens == eot)  # the separator after each document
+        except Exception:
+            ends = None
+        if ends is None or len(ends) != len(texts):  # a text the tokenizer rejects, or one holding <|endoftext|>
+            for documents, skipped, stream_state in reads:
+                yield cls._batch(tokenizer, eot, epoch, documents, skipped, stream_state)
+            return
+        start = documents_so_far = 0
+        for documents, skipped, stream_state in reads:
+            documents_so_far += len(documents)
+            end = int(ends[documents_so_far - 1]) + 1 if documents_so_far else 0
+            yield ReadBatch(epoch, tokens[start:end], len(documents), skipped, stream_state)
+            start = end
 
     @staticmethod
     def _batch(tokenizer, eot: int, epoch: int, documents: list[str], skipped: SkipCounts, stream_state: dict) -> ReadBatch:

@@ -90,7 +90,8 @@ def test_two_ranks_of_two_workers_read_disjoint_documents_covering_the_pool(
 @pytest.mark.parametrize("fmt", ["parquet", "json"])
 def test_stream_windows_equal_the_windows_of_a_prepared_shard(tmp_path, tagged_texts, prepared_dir, write_parquet_pool, fmt):
     bad = ["", "a bell \x07 rings", None]  # skipped by prepare's rules: empty, control_chars, not_string
-    texts = tagged_texts[:200] + bad + tagged_texts[200:300] + tagged_texts[-20:]  # short reports, long articles
+    # Short reports, a text holding the separator itself (tokenized per read), long articles.
+    texts = tagged_texts[:200] + bad + ["a text with <|endoftext|> inside"] + tagged_texts[200:300] + tagged_texts[-20:]
     jsonl = tmp_path / "docs.jsonl"
     jsonl.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
     tokenizer = prepared_dir / "tokenizer.json"
