@@ -195,6 +195,11 @@ class MixedLoader(DataLoader):
         }
 
     def load_state_dict(self, state: dict) -> None:
+        if "layout" not in state:
+            raise FlightMindError(
+                "the checkpoint was trained on the aviation shards alone (no data.general, or data.aviation_ratio 1.0): "
+                "resume with those data settings, or start a new run to mix in the general pool"
+            )
         saved, current = state["layout"], self._layout()
         if saved != current:
             differences = ", ".join(f"{key} {saved.get(key)!r} → {current.get(key)!r}" for key in current if saved.get(key) != current.get(key))

@@ -21,13 +21,15 @@ hang); training stops on ``max_steps``.
 
 Shuffling. Each reader passes its documents through a buffer of ``shuffle_buffer`` documents: once
 it is full, every document read takes the place of a random one held, which goes on to be packed.
-(The buffer is ours, not ``IterableDataset.shuffle``: that one's state does not resume reliably.)
+(The buffer is ours: ``IterableDataset.shuffle`` restores a position by replaying its buffer with a
+fresh random generator, which repeats some documents and skips others.)
 
 Packing. A reader reads documents in batches of ``DOCUMENTS_PER_READ``, skips (and counts) those that
-``prepare`` would skip, tokenizes them ``TOKENIZE_CHARS`` at a time with prepare's
-``encode_documents`` (ids, then ``<|endoftext|>``) and cuts the token stream into windows of ``seq_len + 1`` with stride ``seq_len``:
-the very windows ``PackedSequences`` reads from a shard that ``prepare`` made of the same documents.
-When no window is left it reads until ``ready_sequences`` windows are ready.
+``prepare`` would skip, tokenizes them ``TOKENIZE_CHARS`` of text at a time with prepare's
+``encode_documents`` (ids, then ``<|endoftext|>``) and cuts the token stream into windows of
+``seq_len + 1`` with stride ``seq_len``: the very windows ``PackedSequences`` reads from a shard that
+``prepare`` made of the same documents. When no window is left it reads until ``ready_sequences``
+windows are ready.
 
 Position. A reader's state is the position of its next window: the stream state
 (``IterableDataset.state_dict()``) before the read batch that holds the window's first token and how

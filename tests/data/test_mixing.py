@@ -9,7 +9,7 @@ import torch
 
 from flightmind.data.datamodule import PretrainDataModule
 from flightmind.data.mixing import MixedBatches, MixedLoader, aviation_count, exact_ratio, is_aviation
-from flightmind.data.sequences import PackedSequences, ResumableDataLoader
+from flightmind.data.sequences import PackedSequences, ResumableDataLoader, StreamSampler
 from flightmind.data.streaming import GeneralPool, open_general_pool
 from flightmind.errors import FlightMindError
 
@@ -106,6 +106,15 @@ def test_a_position_from_another_layout_is_refused(prepared_dir, aviation_shard,
     other = loader(prepared_dir, aviation_shard, general_file, ratio=0.5, workers=0)
     with pytest.raises(FlightMindError, match=r"aviation_ratio '3/10' → '1/2'.*resume with the devices, data\.num_workers"):
         other.load_state_dict(saved.state_dict())
+
+
+def test_switching_between_pure_and_mixed_data_on_resume_is_refused(prepared_dir, aviation_shard, general_file):
+    mixed = loader(prepared_dir, aviation_shard, general_file, ratio=0.3)
+    pure = ResumableDataLoader(aviation_shard, batch_size=8, sampler=StreamSampler(aviation_shard, 64, seed=0))
+    with pytest.raises(FlightMindError, match=r"trained on the aviation shards alone .*start a new run"):
+        mixed.load_state_dict(pure.state_dict())
+    with pytest.raises(FlightMindError, match=r"trained on aviation and general data mixed .*data\.general"):
+        pure.load_state_dict(mixed.state_dict())
 
 
 def test_an_error_in_a_worker_reaches_the_main_process_as_one_clear_message(prepared_dir, aviation_shard, general_file, monkeypatch):

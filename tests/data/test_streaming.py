@@ -270,3 +270,14 @@ def test_a_reader_left_without_documents_says_so_instead_of_spinning(tmp_path, p
     assert stream.strategy == "examples"
     with pytest.raises(FlightMindError, match=r"reader 1 of 2 \(ranks × workers\) got no usable document .*lower data\.num_workers"):
         next(iter(stream.reader(1, 16, prepared_dir / "tokenizer.json")))
+
+
+def test_the_shuffle_buffer_lets_every_document_out_once_in_a_new_order():
+    from flightmind.data.streaming import ShuffleBuffer
+
+    buffer = ShuffleBuffer(10, np.random.default_rng(0))
+    documents = [str(i) for i in range(100)]
+    out = buffer.push(documents[:7]) + buffer.push(documents[7:])
+    assert len(out) == 90 and len(buffer.held) == 10  # nothing leaves before the buffer is full
+    out += buffer.drain()
+    assert sorted(out, key=int) == documents and out != documents
