@@ -150,7 +150,8 @@ def test_a_stream_that_keeps_failing_stops_the_run_and_leaves_the_last_checkpoin
                 network_down.append(True)
 
     monkeypatch.setattr(HFIterableDataset, "iter", iter_)
-    monkeypatch.setattr("flightmind.data.streaming.DOCUMENTS_PER_READ", 1)  # read often
+    monkeypatch.setattr("flightmind.data.streaming.DOCUMENTS_PER_READ", 1)  # read often,
+    monkeypatch.setattr("flightmind.data.streaming.TOKENIZE_CHARS", 1)  # and no further than needed
     monkeypatch.setattr("flightmind.data.streaming.time.sleep", lambda seconds: None)
     pool = {**general_pool, "ready_sequences": 1, "retry_attempts": 2}
     with pytest.raises(FlightMindError, match=r"failed 3 times in a row at reader 0 of 1.*last checkpoint is intact"):
