@@ -64,3 +64,33 @@ def smoke_run(tmp_path_factory):
 def _quiet_tokenizers(monkeypatch):
     monkeypatch.setenv("TOKENIZERS_PARALLELISM", os.environ.get("TOKENIZERS_PARALLELISM", "false"))
 
+
+@pytest.fixture(scope="session")
+def tagged_texts(shared_data) -> list[str]:
+    """Every document of ../shared/data (aviation and general), each opening with the tag "[doc N]"."""
+    from flightmind.data.documents import iter_documents
+
+    texts = [doc.text for path in sorted(shared_data.glob("*/*.jsonl")) for doc in iter_documents(path)]
+    return [f"[doc {i}] {text}" for i, text in enumerate(texts)]
+
+
+@pytest.fixture(scope="session")
+def write_parquet_pool():
+    """write(directory, texts, files, row_group_size) -> the paths of `files` parquet files holding the
+    texts in order (column "text", plus "id"), as a local stand-in for a hub dataset."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    def write(directory: Path, texts: list, files: int = 3, row_group_size: int = 300) -> list[str]:
+        directory.mkdir(parents=True, exist_ok=True)
+        per_file = -(-len(texts) // files)
+        paths = []
+        for n in range(files):
+            chunk = texts[n * per_file : (n + 1) * per_file]
+            path = directory / f"part-{n:02d}.parquet"
+            table = pa.table({"id": list(range(n * per_file, n * per_file + len(chunk))), "text": chunk})
+            pq.write_table(table, path, row_group_size=row_group_size)
+            paths.append(str(path))
+        return paths
+
+    return write

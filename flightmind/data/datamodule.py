@@ -1,16 +1,25 @@
-"""The pretraining data: packed aviation shards as resumable, rank-split training batches."""
+"""The pretraining data: packed aviation shards, mixed with a streamed general pool, as resumable,
+rank-split training batches.
+
+Without a general pool (or at ``aviation_ratio: 1.0``) training reads the aviation shards alone and
+streams nothing (``ResumableDataLoader``); with one, ``MixedLoader`` mixes the two (mixing.py).
+"""
 
 from __future__ import annotations
 
-import tempfile
+import os
+import shutil
 from pathlib import Path
 
 import lightning as L
 import torch
 from lightning.fabric.utilities.apply_func import move_data_to_device
+from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader
 
+from flightmind.data.mixing import MixedBatches, MixedLoader, MixingMonitor, exact_ratio
 from flightmind.data.sequences import PackedSequences, ResumableDataLoader, StreamSampler
+from flightmind.data.streaming import GeneralPool, GeneralStream, open_general_pool
 from flightmind.errors import FlightMindError
 
 
@@ -25,6 +34,8 @@ class PretrainDataModule(L.LightningDataModule):
         seed: int = 1337,
         build_demo: bool = False,
         test_file: str | None = None,
+        aviation_ratio: float = 0.30,
+        general: GeneralPool | None = None,
     ) -> None:
         """
         Args:
@@ -32,11 +43,17 @@ class PretrainDataModule(L.LightningDataModule):
             seq_len: tokens per training sequence (each window holds seq_len + 1).
             batch_size: sequences per micro-batch on each device.
             num_workers: DataLoader worker processes per device.
-            shuffle: a fresh seeded order of all windows on every pass; off gives stream order.
-            seed: seeds the window order (the same on every rank; ranks take disjoint positions).
-            build_demo: if ``data_dir`` has no prepared data, build it from the generated demo corpus.
+            shuffle: a fresh seeded order of all windows on every pass, and the general pool through a
+                shuffle buffer; off gives stream order everywhere.
+            seed: seeds the window order and the shuffle buffer (the same on every rank; ranks take
+                disjoint positions).
+            build_demo: if ``data_dir`` has no prepared data, build it from the generated demo corpus
+                (kept in ``data_dir/corpus``; its aviation files are prepared into the shards).
             test_file: held-out set for ``flightmind test``: JSONL (tokenized with ``data_dir``'s
                 tokenizer) or a packed ``.bin``; see ``flightmind.data.heldout``.
+            aviation_ratio: the share of aviation sequences, exact over time; the rest comes from
+                ``general``. 1.0, or no ``general``, trains on aviation alone and streams nothing.
+            general: the general pool, as ``datasets.load_dataset`` arguments (see ``GeneralPool``).
         """
         super().__init__()
         self.data_dir = Path(data_dir)
@@ -47,7 +64,15 @@ class PretrainDataModule(L.LightningDataModule):
         self.seed = seed
         self.build_demo = build_demo
         self.test_file = test_file
+        self.aviation_ratio = exact_ratio(aviation_ratio)
+        self.general = GeneralPool(**general) if isinstance(general, dict) else general
         self.meta: dict | None = None
+        self.general_stream: GeneralStream | None = None
+
+    @property
+    def mixes(self) -> bool:
+        """Whether training draws from the general pool."""
+        return self.general is not None and self.aviation_ratio < 1
 
     @property
     def tokenizer_path(self) -> Path:
@@ -57,16 +82,25 @@ class PretrainDataModule(L.LightningDataModule):
     def vocab_size(self) -> int | None:
         return None if self.meta is None else int(self.meta["vocab_size"])
 
+    @property
+    def demo_corpus_dir(self) -> Path:
+        return self.data_dir / "corpus"
+
     def prepare_data(self) -> None:
-        if (self.data_dir / "meta.json").is_file() or not self.build_demo:
+        if not self.build_demo:
             return
         from flightmind.data.demo import build_demo_corpus
         from flightmind.data.prepare import prepare
 
-        with tempfile.TemporaryDirectory(prefix="flightmind-demo-") as tmp:
-            corpus = build_demo_corpus(tmp)
-            inputs = [*corpus["aviation"], *corpus["general"]]
-            prepare(inputs, self.data_dir, val_fraction=0.02, extra_meta={"demo": True}, progress=False)
+        corpus = self.demo_corpus_dir
+        if not corpus.is_dir():  # built aside, then renamed: never half a corpus
+            building = corpus.with_name(corpus.name + ".tmp")
+            shutil.rmtree(building, ignore_errors=True)
+            build_demo_corpus(building)
+            os.replace(building, corpus)
+        if not (self.data_dir / "meta.json").is_file():
+            aviation = sorted((corpus / "aviation").glob("*.jsonl"))
+            prepare(aviation, self.data_dir, val_fraction=0.02, extra_meta={"demo": True}, progress=False)
 
     def setup(self, stage: str) -> None:
         from flightmind.data.prepare import read_meta
@@ -78,6 +112,18 @@ class PretrainDataModule(L.LightningDataModule):
                 f"`flightmind prepare --input YOUR.jsonl --out {self.data_dir}` first"
             )
         self.meta = read_meta(self.data_dir)
+        if stage == "fit" and self.mixes and self.general_stream is None:
+            trainer = self.trainer
+            world_size = 1 if trainer is None else trainer.world_size
+            self.general_stream = open_general_pool(
+                self.general, readers=world_size * max(1, self.num_workers), seed=self.seed, shuffle=self.shuffle
+            )
+            rank_zero_info(
+                f"data: {float(self.aviation_ratio):.2f} aviation ({self.data_dir}), "
+                f"{float(1 - self.aviation_ratio):.2f} general ({self.general_stream.summary()})"
+            )
+            if trainer is not None and not any(isinstance(c, MixingMonitor) for c in trainer.callbacks):
+                trainer.callbacks.append(MixingMonitor())
 
     def _loader_kwargs(self, **kwargs) -> dict:
         pin = self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
@@ -96,6 +142,23 @@ class PretrainDataModule(L.LightningDataModule):
         if trainer.max_steps is None or trainer.max_steps < 1:
             raise FlightMindError("set trainer.max_steps: pretraining runs for a number of optimizer steps")
         micro_batches = trainer.max_steps * trainer.accumulate_grad_batches
+        if self.mixes:
+            mixed = MixedBatches(
+                dataset,
+                self.general_stream,
+                self.tokenizer_path,
+                length=micro_batches,
+                batch_size=self.batch_size,
+                ratio=self.aviation_ratio,
+                seed=self.seed,
+                shuffle=self.shuffle,
+                rank=trainer.global_rank,
+                world_size=trainer.world_size,
+                workers=self.num_workers,
+            )
+            loader_kwargs = self._loader_kwargs()
+            del loader_kwargs["batch_size"], loader_kwargs["drop_last"]  # the dataset yields whole micro-batches
+            return MixedLoader(mixed, **loader_kwargs)
         sampler = StreamSampler(
             dataset,
             length=micro_batches * self.batch_size,

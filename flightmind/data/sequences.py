@@ -108,6 +108,11 @@ class ResumableDataLoader(DataLoader):
         return {"position": local * self.sampler.num_replicas}
 
     def load_state_dict(self, state: dict) -> None:
+        if "position" not in state:
+            raise FlightMindError(
+                "the checkpoint was trained on aviation and general data mixed (data.general): resume with the "
+                "data.general and data.aviation_ratio it was saved with"
+            )
         position = int(state["position"])
         if position % self.sampler.num_replicas:
             raise FlightMindError(

@@ -32,6 +32,7 @@ def fit_args(data_dir: Path, micro_batch: int, devices: int) -> list[str]:
     return [
         "fit", "-c", str(REPO / "configs" / "smoke.yaml"),
         "--data.init_args.data_dir", str(data_dir), "--data.init_args.build_demo", "false",
+        "--data.init_args.aviation_ratio", "1.0",  # the shards alone: no general pool
         "--data.init_args.seq_len", str(SEQ_LEN), "--data.init_args.batch_size", str(micro_batch),
         "--model.init_args.depth", "2", "--model.init_args.vocab_size", "1024",
         "--model.init_args.max_seq_len", str(SEQ_LEN), "--model.init_args.warmup_steps", "0",

@@ -70,6 +70,7 @@ def test_no_device_reads_between_logging_steps(prepared_dir, tmp_path, monkeypat
         [
             "-c", str(REPO / "configs" / "smoke.yaml"),
             "--data.init_args.data_dir", str(prepared_dir), "--data.init_args.build_demo", "false",
+            "--data.init_args.aviation_ratio", "1.0",  # the shards alone: no general pool
             "--data.init_args.seq_len", "64", "--data.init_args.batch_size", "2",
             "--model.init_args.depth", "2", "--model.init_args.vocab_size", "1024", "--model.init_args.max_seq_len", "64",
             "--trainer.max_steps", str(STEPS), "--trainer.accumulate_grad_batches", str(ACCUMULATE),

@@ -30,7 +30,7 @@ class StepRecorder(L.Callback):
                     self.steps.append(step)
 
 
-def run(prepared_dir, ckpt_dir, ckpt_path=None, depth=2, num_workers=0):
+def run(prepared_dir, ckpt_dir, ckpt_path=None, depth=2, num_workers=0, callbacks=(), **data_kwargs):
     torch.manual_seed(0)
     recorder = StepRecorder()
     trainer = L.Trainer(
@@ -57,10 +57,11 @@ def run(prepared_dir, ckpt_dir, ckpt_path=None, depth=2, num_workers=0):
                 auto_insert_metric_name=False,
             ),
             FinalCheckpoint(),
+            *callbacks,
         ],
     )
     module = PretrainModule(depth=depth, vocab_size=1024, max_seq_len=64, max_lr=1e-3, warmup_steps=2)
-    data = PretrainDataModule(prepared_dir, seq_len=64, batch_size=4, num_workers=num_workers, seed=7)
+    data = PretrainDataModule(prepared_dir, seq_len=64, batch_size=4, num_workers=num_workers, seed=7, **data_kwargs)
     trainer.fit(module, data, ckpt_path=ckpt_path)
     return recorder.steps, trainer
 
@@ -98,3 +99,62 @@ def test_resuming_with_another_shape_names_the_field(prepared_dir, tmp_path):
     run(prepared_dir, tmp_path)
     with pytest.raises(FlightMindError, match=r"depth=2 but this run configures depth=4"):
         run(prepared_dir, tmp_path / "other", ckpt_path=tmp_path / "step_4.ckpt", depth=4)
+
+
+# ---------------------------------------------------------------------------------------------
+# With the general pool streamed and mixed in
+
+
+@pytest.fixture(scope="module")
+def general_pool(prepared_dir):
+    path = prepared_dir.parent / "corpus" / "general" / "python_stdlib_docstrings.jsonl"
+    if not path.is_file():
+        pytest.skip("this Python ships no standard-library sources, so the demo corpus has no general part")
+    return {"path": "json", "data_files": str(path), "ready_sequences": 8}
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_a_resumed_mixed_run_matches_the_uninterrupted_run(prepared_dir, general_pool, tmp_path, num_workers):
+    mixed = dict(num_workers=num_workers, shuffle=False, aviation_ratio=0.3, general=general_pool)
+    full, _ = run(prepared_dir, tmp_path / "full", **mixed)
+    assert [s for s, _, _ in full] == list(range(1, MAX_STEPS + 1))
+    position = torch.load(tmp_path / "full" / "step_4.ckpt", weights_only=True)["loops"]["fit_loop"]["state_dict"]
+    [loader_state] = position["combined_loader"]
+    assert loader_state["micro_batches"] == 4 * 2 and loader_state["sequences"] == 4 * 2 * 4
+    assert loader_state["aviation_sequences"] == 9  # floor(32 · 0.3)
+    assert len(loader_state["readers"]) == 1 and len(loader_state["readers"][0]) == max(1, num_workers)
+
+    resumed, trainer = run(prepared_dir, tmp_path / "resumed", ckpt_path=tmp_path / "full" / "step_4.ckpt", **mixed)
+    assert trainer.global_step == MAX_STEPS
+    assert [s for s, _, _ in resumed] == list(range(5, MAX_STEPS + 1))
+    for (step, loss, _), (r_step, r_loss, _) in zip(full[4:], resumed):
+        assert r_step == step
+        assert r_loss == pytest.approx(loss, abs=1e-6), f"loss differs at step {step}"
+
+
+def test_a_stream_that_keeps_failing_stops_the_run_and_leaves_the_last_checkpoint(prepared_dir, general_pool, tmp_path, monkeypatch):
+    from datasets import IterableDataset as HFIterableDataset
+
+    original = HFIterableDataset.iter
+    network_down = []
+
+    def iter_(self, *args, **kwargs):
+        for rows in original(self, *args, **kwargs):
+            if network_down:
+                raise ConnectionError("network is unreachable")
+            yield rows
+
+    class CutNetworkAfterStep4(L.Callback):
+        def on_train_batch_start(self, trainer, *args):
+            if trainer.global_step >= 4:
+                network_down.append(True)
+
+    monkeypatch.setattr(HFIterableDataset, "iter", iter_)
+    monkeypatch.setattr("flightmind.data.streaming.DOCUMENTS_PER_READ", 1)  # read often,
+    monkeypatch.setattr("flightmind.data.streaming.TOKENIZE_CHARS", 1)  # and no further than needed
+    monkeypatch.setattr("flightmind.data.streaming.time.sleep", lambda seconds: None)
+    pool = {**general_pool, "ready_sequences": 1, "retry_attempts": 2}
+    with pytest.raises(FlightMindError, match=r"failed 3 times in a row at reader 0 of 1.*last checkpoint is intact"):
+        run(prepared_dir, tmp_path, shuffle=False, aviation_ratio=0.3, general=pool, callbacks=[CutNetworkAfterStep4()])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt", "step_4.ckpt"]
+    assert torch.load(tmp_path / "last.ckpt", weights_only=True)["global_step"] == 4

@@ -1,0 +1,66 @@
+"""Launched by test_ddp_mixing.py: 2-process DDP on the CPU (gloo) over mixed aviation + general data.
+
+    python ddp_mixed_run.py PREPARED_DIR POOL_DIR OUT_DIR
+
+Trains STEPS steps (checkpoint at STEPS // 2), then resumes from that checkpoint in the same processes.
+Each rank saves the micro-batches it trained on, in order: OUT_DIR/rank{R}.pt and rank{R}-resumed.pt.
+"""
+
+import sys
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from flightmind.data.datamodule import PretrainDataModule
+from flightmind.training.pretrain import PretrainModule
+
+STEPS, BATCH, SEQ_LEN, RATIO = 6, 4, 64, 0.3
+
+
+class BatchRecorder(L.Callback):
+    def __init__(self, path: str) -> None:
+        self.path, self.batches = path, []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.batches.append(batch.detach().cpu().clone())
+
+    def on_train_end(self, trainer, pl_module):
+        torch.save(torch.cat(self.batches), self.path.format(rank=trainer.global_rank))
+
+
+def fit(prepared_dir: Path, pool_dir: Path, out: Path, record: str, ckpt_path: Path | None = None) -> None:
+    checkpoints = ModelCheckpoint(
+        dirpath=out / "checkpoints", filename="step_{step}", every_n_train_steps=STEPS // 2, save_top_k=-1,
+        auto_insert_metric_name=False,
+    )
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=2,
+        strategy="ddp",
+        precision="32-true",
+        max_steps=STEPS,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[BatchRecorder(str(out / record)), checkpoints],
+    )
+    general = {"path": "parquet", "data_files": sorted(str(p) for p in pool_dir.glob("*.parquet"))}
+    data = PretrainDataModule(
+        prepared_dir, seq_len=SEQ_LEN, batch_size=BATCH, num_workers=0, shuffle=False, seed=7,
+        aviation_ratio=RATIO, general=general,
+    )
+    model = PretrainModule(depth=2, vocab_size=1024, max_seq_len=SEQ_LEN, warmup_steps=2)
+    trainer.fit(model, data, ckpt_path=ckpt_path)
+
+
+def main(prepared_dir: Path, pool_dir: Path, out: Path) -> None:
+    fit(prepared_dir, pool_dir, out, "rank{rank}.pt")
+    fit(prepared_dir, pool_dir, out, "rank{rank}-resumed.pt", ckpt_path=out / "checkpoints" / f"step_{STEPS // 2}.ckpt")
+
+
+if __name__ == "__main__":
+    main(*map(Path, sys.argv[1:4]))
