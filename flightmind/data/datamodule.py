@@ -10,6 +10,7 @@ import torch
 from lightning.fabric.utilities.apply_func import move_data_to_device
 from torch.utils.data import DataLoader
 
+from flightmind.data.loaders import loader_options, training_micro_batches
 from flightmind.data.sequences import PackedSequences, ResumableDataLoader, StreamSampler
 from flightmind.errors import FlightMindError
 
@@ -80,22 +81,12 @@ class PretrainDataModule(L.LightningDataModule):
         self.meta = read_meta(self.data_dir)
 
     def _loader_kwargs(self, **kwargs) -> dict:
-        pin = self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
-        return dict(
-            batch_size=self.batch_size,
-            num_workers=self.num_workers,
-            pin_memory=pin,
-            persistent_workers=self.num_workers > 0,
-            drop_last=True,
-            **kwargs,
-        )
+        return dict(loader_options(self.trainer, self.batch_size, self.num_workers), drop_last=True, **kwargs)
 
     def train_dataloader(self) -> DataLoader:
         dataset = PackedSequences(self.data_dir / "train.bin", self.seq_len)
         trainer = self.trainer
-        if trainer.max_steps is None or trainer.max_steps < 1:
-            raise FlightMindError("set trainer.max_steps: pretraining runs for a number of optimizer steps")
-        micro_batches = trainer.max_steps * trainer.accumulate_grad_batches
+        micro_batches = training_micro_batches(trainer, "pretraining")
         sampler = StreamSampler(
             dataset,
             length=micro_batches * self.batch_size,
