@@ -13,26 +13,18 @@ kernel waits for its slowest thread, and a busy machine deschedules threads.
 """
 
 import argparse
-import datetime
-import os
-import platform
-import shlex
 import statistics
 import sys
 import time
-from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
-sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+from _common import REPO_ROOT, QuietCPUs, report_header, write_report
+
+sys.path.insert(0, str(REPO_ROOT))  # this checkout's flightmind
 
 import torch  # noqa: E402
 
 from flightmind.model import GPT, GPTConfig  # noqa: E402
 from flightmind.model.generate import generate  # noqa: E402
-from prepare_throughput import wait_for_idle_cpus  # noqa: E402
-
-RESULTS = REPO_ROOT / "benchmarks" / "results" / "generate_throughput.txt"
 
 
 def timed(model: GPT, prompt: list[int], new_tokens: int, use_cache: bool) -> tuple[float, list[int]]:
@@ -59,10 +51,10 @@ def main() -> None:
     timed(model, prompt, 8, use_cache=True)  # warm-up: first-call allocations
     seconds = {True: [], False: []}
     outputs = {}
-    busy_seen = []
+    quiet = QuietCPUs(args.max_wait)
     for _ in range(args.reps):
         for use_cache in (True, False):
-            busy_seen.append(wait_for_idle_cpus(args.max_wait))
+            quiet.wait()
             elapsed, tokens = timed(model, prompt, args.new_tokens, use_cache)
             seconds[use_cache].append(elapsed)
             outputs[use_cache] = tokens
@@ -71,11 +63,11 @@ def main() -> None:
 
     speed = {use_cache: args.new_tokens / statistics.median(s) for use_cache, s in seconds.items()}
     lines = [
-        "generate throughput: greedy continuation with and without the KV cache (tokens/s, median)",
-        f"date: {datetime.datetime.now().isoformat(timespec='seconds')}",
-        f"machine: nproc={os.cpu_count()} {platform.processor() or platform.machine()}, CPU, "
-        f"{torch.get_num_threads()} torch threads; python {platform.python_version()}, torch {torch.__version__}",
-        f"command: python {shlex.join(sys.argv)}",
+        *report_header(
+            "generate throughput: greedy continuation with and without the KV cache (tokens/s, median)",
+            packages=("torch",),
+            machine_notes=f", CPU, {torch.get_num_threads()} torch threads",
+        ),
         f"model: d{config.depth} ({config.num_params() / 1e6:.1f}M parameters), vocab {config.vocab_size:,}, "
         f"fp32; prompt 16 tokens + {args.new_tokens} new; {args.reps} reps; identical tokens both ways: yes",
         "",
@@ -84,13 +76,9 @@ def main() -> None:
         f"{'no cache':<10} {speed[False]:>10.1f} {', '.join(f'{s:.2f}' for s in seconds[False]):>30}",
         f"ratio (cache / no cache): {speed[True] / speed[False]:.1f}",
         "",
-        f"CPU busy before each timed run (other programs): median {statistics.median(busy_seen):.0%}, "
-        f"max {max(busy_seen):.0%} (each run waited up to {args.max_wait:.0f} s for < 10%)",
+        quiet.note(),
     ]
-    report = "\n".join(lines) + "\n"
-    print(report, end="")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(report)
+    write_report(lines, "generate_throughput.txt")
 
 
 if __name__ == "__main__":

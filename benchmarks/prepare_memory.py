@@ -13,11 +13,8 @@ not grow with corpus size.
 """
 
 import argparse
-import datetime
-import importlib.metadata
 import json
 import os
-import platform
 import shlex
 import subprocess
 import sys
@@ -25,14 +22,13 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
+from _common import REPO_ROOT, SHARED_DATA, report_header, write_report
+
+sys.path.insert(0, str(REPO_ROOT))  # this checkout's flightmind
 
 from flightmind.data.documents import iter_documents  # noqa: E402
 from flightmind.data.tokenizer import save_tokenizer, train_tokenizer  # noqa: E402
 
-SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
-RESULTS = REPO_ROOT / "benchmarks" / "results" / "prepare_memory.txt"
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 
 
@@ -104,11 +100,10 @@ def main() -> None:
     if not sources:
         sys.exit(f"no corpus at {SHARED_DATA}")
     lines = [
-        "prepare memory: peak resident memory of `python -m flightmind.data.prepare` (main + workers)",
-        f"date: {datetime.datetime.now().isoformat(timespec='seconds')}",
-        f"machine: nproc={os.cpu_count()} {platform.processor() or platform.machine()}; python {platform.python_version()}, "
-        f"torch {importlib.metadata.version('torch')}, tokenizers {importlib.metadata.version('tokenizers')}",
-        f"command: python {shlex.join(sys.argv)}",
+        *report_header(
+            "prepare memory: peak resident memory of `python -m flightmind.data.prepare` (main + workers)",
+            packages=("torch", "tokenizers"),
+        ),
         "",
     ]
     with tempfile.TemporaryDirectory() as scratch:
@@ -146,10 +141,7 @@ def main() -> None:
         "shares with the main process). procs: main + workers (+ the resource tracker, if any).",
         "ratio: tree peak against the 4-file corpus in the same mode.",
     ]
-    report = "\n".join(lines) + "\n"
-    print(report, end="")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(report)
+    write_report(lines, "prepare_memory.txt")
 
 
 if __name__ == "__main__":

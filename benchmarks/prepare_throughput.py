@@ -19,12 +19,8 @@ ratio is the median of the per-pair ratios prepare / encode_batch (aim: at least
 """
 
 import argparse
-import datetime
-import importlib.metadata
 import json
 import os
-import platform
-import shlex
 import statistics
 import subprocess
 import sys
@@ -32,17 +28,15 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
+from _common import REPO_ROOT, SHARED_DATA, QuietCPUs, report_header, write_report
+
+sys.path.insert(0, str(REPO_ROOT))  # this checkout's flightmind
 
 import tokenizers  # noqa: E402
 
 from flightmind.data.documents import iter_documents  # noqa: E402
 from flightmind.data.prepare import prepare  # noqa: E402
 from flightmind.data.tokenizer import save_tokenizer, train_tokenizer  # noqa: E402
-
-SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
-RESULTS = REPO_ROOT / "benchmarks" / "results" / "prepare_throughput.txt"
 
 
 def repeated_corpus(directory: Path, repeat: int) -> list[Path]:
@@ -84,28 +78,6 @@ def time_prepare(tokenizer_path: Path, inputs: list[Path], workers: int, out: Pa
     return {"seconds": seconds, "tokens": meta["total_tokens"] - documents, "documents": documents}
 
 
-def cpu_busy_fraction(seconds: float = 1.0) -> float:
-    """Share of all CPUs busy over `seconds`, from /proc/stat."""
-    def sample():
-        fields = [int(x) for x in open("/proc/stat").readline().split()[1:]]
-        idle = fields[3] + fields[4]
-        return idle, sum(fields)
-
-    idle0, total0 = sample()
-    time.sleep(seconds)
-    idle1, total1 = sample()
-    return 1 - (idle1 - idle0) / max(total1 - total0, 1)
-
-
-def wait_for_idle_cpus(max_wait: float) -> float:
-    """Wait (up to max_wait seconds) until other programs leave the CPUs alone; return the busy share seen."""
-    deadline = time.monotonic() + max_wait
-    busy = cpu_busy_fraction()
-    while busy > 0.1 and time.monotonic() < deadline:
-        busy = cpu_busy_fraction()
-    return busy
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=16, help="copies of each corpus file (default: %(default)s)")
@@ -118,13 +90,10 @@ def main() -> None:
         encode_only(args.encode_only[0], args.encode_only[1:])
         return
 
-    lines = [
+    lines = report_header(
         "prepare throughput: flightmind prepare vs bare Tokenizer.encode_batch (tokens/s, median)",
-        f"date: {datetime.datetime.now().isoformat(timespec='seconds')}",
-        f"machine: nproc={os.cpu_count()} {platform.processor() or platform.machine()}; python {platform.python_version()}, "
-        f"torch {importlib.metadata.version('torch')}, tokenizers {tokenizers.__version__}",
-        f"command: python {shlex.join(sys.argv)}",
-    ]
+        packages=("torch", "tokenizers"),
+    )
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         inputs = repeated_corpus(scratch, args.repeat)
@@ -137,14 +106,14 @@ def main() -> None:
         )
         lines.append("")
         lines.append(f"{'N':>3} {'documents':>10} {'tokens':>11} {'prepare tok/s':>14} {'encode_batch tok/s':>19} {'ratio':>6}")
-        busy_seen, runs = [], []
+        quiet, runs = QuietCPUs(args.max_wait), []
         for workers in args.workers:
             raw_seconds, our_seconds = [], []
             for rep in range(args.reps):
                 # Alternate the two sides so that a busy spell on a shared machine hits both alike.
-                busy_seen.append(wait_for_idle_cpus(args.max_wait))
+                quiet.wait()
                 raw = time_encode_batch(tokenizer_path, inputs, workers)
-                busy_seen.append(wait_for_idle_cpus(args.max_wait))
+                quiet.wait()
                 ours = time_prepare(tokenizer_path, inputs, workers, scratch / "out")
                 assert raw["tokens"] == ours["tokens"] and raw["documents"] == ours["documents"], (raw, ours)
                 raw_seconds.append(raw["seconds"])
@@ -162,14 +131,8 @@ def main() -> None:
             )
             print(lines[-1], runs[-1], sep="\n", file=sys.stderr)
         lines += ["", "runs, in order (pairs alternate encode_batch, prepare):", *runs, ""]
-        lines.append(
-            f"CPU busy before each timed run (other programs): median {statistics.median(busy_seen):.0%}, "
-            f"max {max(busy_seen):.0%} (each run waited up to {args.max_wait:.0f} s for < 10%)"
-        )
-    report = "\n".join(lines) + "\n"
-    print(report, end="")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(report)
+        lines.append(quiet.note())
+    write_report(lines, "prepare_throughput.txt")
 
 
 if __name__ == "__main__":

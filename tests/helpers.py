@@ -27,8 +27,11 @@ def scalars(run_dir: Path, tag: str) -> list[tuple[int, float]]:
 
 
 def write_checkpoint(path: Path, model, *, lora: dict | None = None, tokenizer_json: str | None = None, step: int = 0) -> Path:
-    """A checkpoint laid out as `flightmind fit` writes it: the GPT under `model.`, its model_config."""
+    """A checkpoint laid out as `flightmind fit` writes it: the GPT under `model.`, its model_config,
+    and (given its JSON text) the tokenizer as PretrainModule stores it."""
     import torch
+
+    from flightmind.model.checkpoint import tokenizer_entry
 
     checkpoint = {
         "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
@@ -39,6 +42,32 @@ def write_checkpoint(path: Path, model, *, lora: dict | None = None, tokenizer_j
     if lora is not None:
         checkpoint["lora"] = lora
     if tokenizer_json is not None:
-        checkpoint["tokenizer_json"] = tokenizer_json
+        checkpoint["tokenizer"] = tokenizer_entry(tokenizer_json)
     torch.save(checkpoint, path)
     return path
+
+
+LORA = {"r": 4, "alpha": 8.0, "targets": ["q", "k", "v", "o", "gate", "up", "down"]}
+
+
+def tiny_gpt(seed=0, vocab_size=512):
+    """A random d2 GPT (max_seq_len 64) in eval mode; vocab 512 fits the `chat_tokenizer_path` fixture."""
+    import torch
+
+    from flightmind.model import GPT, GPTConfig
+
+    torch.manual_seed(seed)
+    return GPT(GPTConfig.from_depth(2, vocab_size=vocab_size, max_seq_len=64)).eval()
+
+
+def fine_tuned(seed=0):
+    """tiny_gpt with LORA adapters whose B is non-zero, so that they change what the model computes."""
+    import torch
+
+    from flightmind.model.lora import apply_lora, lora_layers
+
+    model = apply_lora(tiny_gpt(seed), r=LORA["r"], alpha=LORA["alpha"])
+    with torch.no_grad():
+        for _, _, layer in lora_layers(model):
+            layer.lora_B.normal_(std=0.05)
+    return model.eval()

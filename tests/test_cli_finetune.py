@@ -6,7 +6,8 @@ import shutil
 import pytest
 import torch
 
-from flightmind.export import build_model, load_exported, read_checkpoint
+from flightmind.data.tokenizer import load_tokenizer
+from flightmind.model.checkpoint import build_model, load_trained, read_checkpoint
 from tests.helpers import REPO, flightmind, scalars
 
 CONFIG = REPO / "configs" / "finetune_smoke.yaml"
@@ -54,10 +55,34 @@ def test_finetuned_checkpoint_tests_and_exports_to_a_plain_gpt(finetune_run):
     exported = flightmind("export", "--ckpt", ckpt, "--out", cwd / "exported", cwd=cwd)
     assert exported.returncode == 0, exported.stderr[-3000:]
     assert "LoRA r=16 α=32.0 merged" in exported.stdout
-    model, tokenizer = load_exported(cwd / "exported")
+    model, tokenizer = load_trained(cwd / "exported")
     adapted = build_model(read_checkpoint(ckpt), merge=False).eval()
     idx = torch.randint(0, tokenizer.get_vocab_size(), (2, 64), generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(model(idx), adapted(idx), atol=1e-5, rtol=1e-5)
+
+
+def test_generate_reads_the_finetuned_checkpoint_and_its_export_alike(finetune_run, tmp_path, capsys):
+    from flightmind.cli import main
+    from flightmind.export import export
+    from flightmind.model.generate import complete
+
+    cwd, _ = finetune_run
+    ckpt = cwd / "checkpoints" / "finetune_smoke" / "final.ckpt"
+    export(ckpt, tmp_path / "exported")
+    prompt = "turn heading three six zero"
+    printed = []
+    for source in (ckpt, tmp_path / "exported"):
+        args = ["generate", "--ckpt", str(source), "--prompt", prompt, "--max-new-tokens", "24", "--temperature", "0", "--device", "cpu"]
+        assert main(args) == 0
+        printed.append(capsys.readouterr().out)
+    model, tokenizer = load_trained(ckpt)
+    assert printed == [prompt + complete(model, tokenizer, prompt, 24, temperature=0.0).text + "\n"] * 2
+    # What generate ran is the fine-tuned model, adapters merged, not the base.
+    adapted = build_model(read_checkpoint(ckpt), merge=False).eval()
+    base = build_model(read_checkpoint(cwd / "checkpoints" / "smoke" / "final.ckpt")).eval()
+    idx = torch.randint(0, tokenizer.get_vocab_size(), (2, 64), generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(model(idx), adapted(idx), atol=1e-5, rtol=1e-5)
+    assert (model(idx) - base(idx)).abs().max() > 0.1
 
 
 def test_missing_base_checkpoint_is_one_clear_error(tmp_path):
@@ -66,17 +91,20 @@ def test_missing_base_checkpoint_is_one_clear_error(tmp_path):
     assert "base_checkpoint checkpoints/smoke/final.ckpt does not exist: pretrain first" in result.stderr
 
 
-def test_export_of_a_pretraining_checkpoint_needs_its_tokenizer(smoke_run, tmp_path):
+def test_export_of_a_pretraining_checkpoint_ships_the_tokenizer_it_carries(smoke_run, tmp_path, chat_tokenizer_path):
     smoke_cwd, _ = smoke_run
     ckpt = smoke_cwd / "checkpoints" / "smoke" / "final.ckpt"
-    refused = flightmind("export", "--ckpt", ckpt, "--out", tmp_path / "out", cwd=tmp_path)
-    assert refused.returncode == 2 and "Traceback" not in refused.stderr
-    assert "pass --tokenizer" in refused.stderr
-    done = flightmind("export", "--ckpt", ckpt, "--out", tmp_path / "out", "--tokenizer", smoke_cwd / "data/demo/tokenizer.json", cwd=tmp_path)
+    done = flightmind("export", "--ckpt", ckpt, "--out", tmp_path / "out", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
-    model, _ = load_exported(tmp_path / "out")
+    assert "no adapters" in done.stdout
+    model, tokenizer = load_trained(tmp_path / "out")
+    assert tokenizer.to_str() == load_tokenizer(smoke_cwd / "data/demo/tokenizer.json").to_str()
     idx = torch.randint(0, 32768, (1, 32), generator=torch.Generator().manual_seed(1))
     assert torch.equal(model(idx), build_model(read_checkpoint(ckpt)).eval()(idx))
+    # --tokenizer still overrides the checkpoint's.
+    done = flightmind("export", "--ckpt", ckpt, "--out", tmp_path / "out", "--tokenizer", chat_tokenizer_path, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert load_trained(tmp_path / "out")[1].to_str() == load_tokenizer(chat_tokenizer_path).to_str()
 
 
 def test_synth_commands_same_seed_same_file(tmp_path):

@@ -5,26 +5,11 @@ import torch
 
 from flightmind.data.tokenizer import load_tokenizer
 from flightmind.errors import FlightMindError
-from flightmind.export import build_model, export, load_exported, read_checkpoint
-from flightmind.model import GPT, GPTConfig
-from flightmind.model.lora import apply_lora, lora_layers
-from tests.helpers import write_checkpoint
-
-LORA = {"r": 4, "alpha": 8.0, "targets": ["q", "k", "v", "o", "gate", "up", "down"]}
-
-
-def tiny_gpt(seed=0) -> GPT:
-    torch.manual_seed(seed)
-    return GPT(GPTConfig.from_depth(2, vocab_size=512, max_seq_len=64)).eval()
-
-
-def fine_tuned(seed=0) -> GPT:
-    model = apply_lora(tiny_gpt(seed), r=LORA["r"], alpha=LORA["alpha"])
-    with torch.no_grad():
-        for _, _, layer in lora_layers(model):
-            layer.lora_B.normal_(std=0.05)
-    return model.eval()
-
+from flightmind.export import export
+from flightmind.model import GPT
+from flightmind.model.checkpoint import build_model, load_trained, read_checkpoint
+from flightmind.model.lora import lora_layers
+from tests.helpers import LORA, fine_tuned, tiny_gpt, write_checkpoint
 
 IDX = torch.randint(0, 512, (2, 48), generator=torch.Generator().manual_seed(0))
 
@@ -34,7 +19,7 @@ def test_plain_pretraining_checkpoint_round_trip_is_exact(tmp_path, chat_tokeniz
     ckpt = write_checkpoint(tmp_path / "final.ckpt", model, step=20)
     config = export(ckpt, tmp_path / "out", tokenizer=chat_tokenizer_path)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["config.json", "model.safetensors", "tokenizer.json"]
-    loaded, tokenizer = load_exported(tmp_path / "out")
+    loaded, tokenizer = load_trained(tmp_path / "out")
     assert type(loaded) is GPT and list(loaded.state_dict()) == list(model.state_dict())
     assert torch.equal(loaded(IDX), model(IDX))
     assert tokenizer.to_str() == load_tokenizer(chat_tokenizer_path).to_str()
@@ -52,7 +37,7 @@ def test_lora_checkpoint_exports_merged_weights_with_the_plain_keys(tmp_path, ch
     export(ckpt, tmp_path / "out")  # the tokenizer comes from the checkpoint
     weights = load_file(tmp_path / "out" / "model.safetensors")
     assert sorted(weights) == sorted(tiny_gpt().state_dict())  # no lora_A / lora_B
-    loaded, tokenizer = load_exported(tmp_path / "out")
+    loaded, tokenizer = load_trained(tmp_path / "out")
     torch.testing.assert_close(loaded(IDX), model(IDX), atol=1e-5, rtol=1e-5)
     assert tokenizer.to_str() == tokenizer_json
     # The same model, rebuilt unmerged from the checkpoint, still carries its adapters.
@@ -63,7 +48,7 @@ def test_lora_checkpoint_exports_merged_weights_with_the_plain_keys(tmp_path, ch
 def test_bfloat16_export_loads_back_close(tmp_path, chat_tokenizer_path):
     model = tiny_gpt()
     export(write_checkpoint(tmp_path / "m.ckpt", model), tmp_path / "out", tokenizer=chat_tokenizer_path, dtype="bfloat16")
-    loaded, _ = load_exported(tmp_path / "out")
+    loaded, _ = load_trained(tmp_path / "out")
     torch.testing.assert_close(loaded(IDX), model(IDX), atol=0.05, rtol=0.05)
 
 
@@ -83,12 +68,12 @@ def test_misshapen_or_foreign_checkpoints_are_one_clear_error(tmp_path, chat_tok
     with pytest.raises(FlightMindError, match=r"do not fit.*missing \(blocks\.2\..*of another shape \(embed\.weight \(512, 128\) where the model has \(512, 256\)"):
         export(ckpt, tmp_path / "out", tokenizer=chat_tokenizer_path)
     torch.save({"weights": 1}, tmp_path / "other.ckpt")
-    with pytest.raises(FlightMindError, match="not a FlightMind training checkpoint"):
+    with pytest.raises(FlightMindError, match="not a FlightMind checkpoint"):
         read_checkpoint(tmp_path / "other.ckpt")
     with pytest.raises(FlightMindError, match="does not exist"):
         read_checkpoint(tmp_path / "missing.ckpt")
     with pytest.raises(FlightMindError, match="holds no config.json"):
-        load_exported(tmp_path)
+        load_trained(tmp_path)
 
 
 def test_missing_safetensors_is_a_clear_error(tmp_path, monkeypatch):

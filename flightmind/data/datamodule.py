@@ -18,6 +18,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader
 
 from flightmind.data.mixing import MixedBatches, MixedLoader, MixingMonitor, exact_ratio
+from flightmind.data.loaders import loader_options, training_micro_batches
 from flightmind.data.sequences import PackedSequences, ResumableDataLoader, StreamSampler
 from flightmind.data.streaming import GeneralPool, GeneralStream, open_general_pool
 from flightmind.errors import FlightMindError
@@ -126,22 +127,12 @@ class PretrainDataModule(L.LightningDataModule):
                 trainer.callbacks.append(MixingMonitor())
 
     def _loader_kwargs(self, **kwargs) -> dict:
-        pin = self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
-        return dict(
-            batch_size=self.batch_size,
-            num_workers=self.num_workers,
-            pin_memory=pin,
-            persistent_workers=self.num_workers > 0,
-            drop_last=True,
-            **kwargs,
-        )
+        return dict(loader_options(self.trainer, self.batch_size, self.num_workers), drop_last=True, **kwargs)
 
     def train_dataloader(self) -> DataLoader:
         dataset = PackedSequences(self.data_dir / "train.bin", self.seq_len)
         trainer = self.trainer
-        if trainer.max_steps is None or trainer.max_steps < 1:
-            raise FlightMindError("set trainer.max_steps: pretraining runs for a number of optimizer steps")
-        micro_batches = trainer.max_steps * trainer.accumulate_grad_batches
+        micro_batches = training_micro_batches(trainer, "pretraining")
         if self.mixes:
             mixed = MixedBatches(
                 dataset,
@@ -156,9 +147,9 @@ class PretrainDataModule(L.LightningDataModule):
                 world_size=trainer.world_size,
                 workers=self.num_workers,
             )
-            loader_kwargs = self._loader_kwargs()
-            del loader_kwargs["batch_size"], loader_kwargs["drop_last"]  # the dataset yields whole micro-batches
-            return MixedLoader(mixed, **loader_kwargs)
+            options = loader_options(trainer, batch_size=None, num_workers=self.num_workers)
+            del options["batch_size"]  # the dataset yields whole micro-batches
+            return MixedLoader(mixed, **options)
         sampler = StreamSampler(
             dataset,
             length=micro_batches * self.batch_size,

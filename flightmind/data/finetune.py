@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader
 
 from flightmind.data.chat import IGNORE_INDEX, ChatTemplate, Message, read_chat_records, reference_action
 from flightmind.data.documents import SkipCounts
+from flightmind.data.loaders import loader_options, training_micro_batches
 from flightmind.data.sequences import ResumableDataLoader, StreamSampler
 from flightmind.data.tokenizer import eot_id, load_tokenizer
 from flightmind.errors import FlightMindError
@@ -221,29 +222,26 @@ class FinetuneDataModule(L.LightningDataModule):
     def pad_id(self) -> int:
         return eot_id(self.tokenizer)
 
-    def _loader_kwargs(self) -> dict:
-        pin = self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
-        return dict(batch_size=self.batch_size, num_workers=self.num_workers, pin_memory=pin,
-                    persistent_workers=self.num_workers > 0)
+    @property
+    def _collate(self) -> functools.partial:
+        return functools.partial(pad_batch, pad_id=self.pad_id)
 
     def train_dataloader(self) -> DataLoader:
         trainer = self.trainer
-        if trainer.max_steps is None or trainer.max_steps < 1:
-            raise FlightMindError("set trainer.max_steps: fine-tuning runs for a number of optimizer steps")
         sampler = StreamSampler(
             self.train_set,
-            length=trainer.max_steps * trainer.accumulate_grad_batches * self.batch_size,
+            length=training_micro_batches(trainer, "fine-tuning") * self.batch_size,
             seed=self.seed,
             shuffle=True,
             rank=trainer.global_rank,
             world_size=trainer.world_size,
         )
-        collate = functools.partial(pad_batch, pad_id=self.pad_id)
-        return ResumableDataLoader(self.train_set, sampler=sampler, collate_fn=collate, drop_last=True, **self._loader_kwargs())
+        options = loader_options(trainer, self.batch_size, self.num_workers)
+        return ResumableDataLoader(self.train_set, sampler=sampler, collate_fn=self._collate, drop_last=True, **options)
 
     def _eval_dataloader(self) -> DataLoader:
-        collate = functools.partial(pad_batch, pad_id=self.pad_id)
-        return DataLoader(self.eval_set, shuffle=False, collate_fn=collate, **self._loader_kwargs())
+        options = loader_options(self.trainer, self.batch_size, self.num_workers)
+        return DataLoader(self.eval_set, shuffle=False, collate_fn=self._collate, **options)
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_dataloader()

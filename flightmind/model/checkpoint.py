@@ -1,87 +1,234 @@
-"""Loading a trained model for inference: the GPT (eval mode) and its tokenizer, from what training wrote.
+"""Loading a trained model: the GPT and its tokenizer, from what training or export wrote.
 
-Every kind of saved model is recognized here, in ``load_trained``, and nowhere else:
+Every kind of saved model is read here and nowhere else:
 
-- a Lightning checkpoint from ``flightmind fit`` (``*.ckpt``): the model's shape under ``model_config``,
-  the weights under ``state_dict`` with a ``model.`` prefix, and the run's tokenizer under
-  ``tokenizer`` (``PretrainModule`` copies it in, so a checkpoint is enough to sample from).
+- a Lightning checkpoint from ``flightmind fit`` (``*.ckpt``): the model's shape under
+  ``model_config``, the weights under ``state_dict`` with a ``model.`` prefix, and the run's tokenizer
+  under ``tokenizer`` (``{"json", "sha256"}``, see ``tokenizer_entry``; ``PretrainModule`` and so
+  ``FinetuneModule`` copy it in). A LoRA fine-tune adds ``lora`` (r, alpha, targets), and its
+  adapters' tensors are among the weights;
+- a directory from ``flightmind export``: ``model.safetensors`` (the plain GPT's keys),
+  ``config.json`` (``{"format": "flightmind-gpt", "model_config": …}``) and ``tokenizer.json``.
 
-A new kind (e.g. a directory of merged fine-tuned weights) gets its branch in ``load_trained``;
-``flightmind generate`` and everything else that samples go through it.
+``read_saved`` gives either as a ``SavedModel``, ``build_model`` the GPT it holds (adapters merged)
+and ``load_trained`` both with the tokenizer: ``flightmind generate``, ``flightmind export`` and the
+fine-tuning module's base all read through these. A new kind gets its branch in ``read_saved``.
 """
 
 from __future__ import annotations
 
-import zipfile
+import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer
+from torch import nn
 
-from flightmind.data.tokenizer import load_tokenizer
+from flightmind.data.tokenizer import load_tokenizer, tokenizer_hash
 from flightmind.errors import FlightMindError
 from flightmind.model.config import GPTConfig
 from flightmind.model.gpt import GPT
+from flightmind.model.lora import apply_lora, merge_lora_weights
 
 MODEL_PREFIX = "model."
+EXPORT_FORMAT = "flightmind-gpt"
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+TOKENIZER_FILE = "tokenizer.json"
+
+
+def safetensors_torch():
+    """``safetensors.torch``, an optional dependency (exported models are safetensors files)."""
+    try:
+        import safetensors.torch
+    except ImportError:
+        raise FlightMindError(
+            "exported models are safetensors files, and the safetensors package is not installed: "
+            "pip install 'flightmind[export]'"
+        ) from None
+    return safetensors.torch
+
+
+# ---------------------------------------------------------------------------------------------
+# The tokenizer a checkpoint carries
+
+
+def tokenizer_entry(tokenizer_json: str) -> dict:
+    """What a checkpoint stores under ``tokenizer``: the tokenizer.json text and its hash."""
+    return {"json": tokenizer_json, "sha256": tokenizer_hash(Tokenizer.from_str(tokenizer_json))}
 
 
 def checkpoint_tokenizer(checkpoint: dict) -> Tokenizer | None:
-    """The tokenizer a checkpoint carries (see ``PretrainModule.on_save_checkpoint``), if any."""
+    """The tokenizer a checkpoint carries (see ``tokenizer_entry``), if any."""
     saved = checkpoint.get("tokenizer")
     return None if saved is None else Tokenizer.from_str(saved["json"])
 
 
-def _read_lightning_checkpoint(path: Path) -> dict:
+# ---------------------------------------------------------------------------------------------
+# Reading
+
+
+@dataclass
+class SavedModel:
+    """A trained model as read from disk, before a GPT is built from it."""
+
+    path: Path
+    config: GPTConfig
+    state_dict: dict[str, torch.Tensor]  # the GPT's own keys; LoRA tensors too when ``lora`` is set
+    lora: dict | None  # {"r", "alpha", "targets"} of an unmerged LoRA fine-tune
+    tokenizer: Tokenizer | None
+    global_step: int | None
+
+
+def _load_lightning(path: Path) -> dict:
+    if path.is_dir():
+        raise FlightMindError(f"{path} is a directory: name a .ckpt written by `flightmind fit`")
+    if not path.is_file():
+        raise FlightMindError(f"checkpoint {path} does not exist: name a .ckpt written by `flightmind fit`")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError, zipfile.BadZipFile) as err:
-        raise FlightMindError(f"cannot read checkpoint {path}: {err}") from None
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "model_config" not in checkpoint:
+        # mmap: reading a d24 checkpoint costs no memory until its tensors are used.
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as e:  # a truncated zip, a pickle with foreign objects, not a checkpoint at all
+        raise FlightMindError(f"cannot read checkpoint {path} ({type(e).__name__}: {str(e)[:200]})") from None
+    if not isinstance(checkpoint, dict) or "model_config" not in checkpoint or "state_dict" not in checkpoint:
         raise FlightMindError(
-            f"{path} is not a FlightMind checkpoint (no state_dict and model_config): "
-            "pass a .ckpt written by `flightmind fit`"
+            f"{path} is not a FlightMind checkpoint (no 'state_dict' and 'model_config'): "
+            "name a .ckpt written by `flightmind fit`"
         )
     return checkpoint
 
 
-def _model_from_checkpoint(checkpoint: dict, path: Path) -> GPT:
-    model = GPT(GPTConfig.from_dict(checkpoint["model_config"]))
-    weights = {k[len(MODEL_PREFIX) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(MODEL_PREFIX)}
-    missing, unexpected = model.load_state_dict(weights, strict=False)
-    if missing or unexpected:
+def read_model_config(path: str | Path) -> GPTConfig:
+    """The model shape a Lightning checkpoint was trained with."""
+    return GPTConfig.from_dict(_load_lightning(Path(path))["model_config"])
+
+
+def read_checkpoint(path: str | Path) -> SavedModel:
+    """A Lightning checkpoint written by ``flightmind fit`` (pretraining or LoRA fine-tuning)."""
+    path = Path(path)
+    checkpoint = _load_lightning(path)
+    n = len(MODEL_PREFIX)
+    state = {k[n:]: v for k, v in checkpoint["state_dict"].items() if k.startswith(MODEL_PREFIX)}
+    if not state:
+        raise FlightMindError(f"checkpoint {path} holds no model weights (no '{MODEL_PREFIX}' keys in its state_dict)")
+    return SavedModel(
+        path=path,
+        config=GPTConfig.from_dict(checkpoint["model_config"]),
+        state_dict=state,
+        lora=checkpoint.get("lora"),
+        tokenizer=checkpoint_tokenizer(checkpoint),
+        global_step=checkpoint.get("global_step"),
+    )
+
+
+def read_export(directory: str | Path) -> SavedModel:
+    """A directory written by ``flightmind export``."""
+    directory = Path(directory)
+    config_path = directory / CONFIG_FILE
+    if not config_path.is_file():
         raise FlightMindError(
-            f"checkpoint {path} does not match its own model_config: missing {missing[:3]}, unexpected "
-            f"{unexpected[:3]}; it was not written by this version of `flightmind fit`"
+            f"{directory} holds no {CONFIG_FILE}: it is not a complete `flightmind export` directory "
+            "(pass such a directory or a .ckpt written by `flightmind fit`)"
         )
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+        model_config = GPTConfig.from_dict(config["model_config"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise FlightMindError(f"cannot read {config_path} ({type(e).__name__}: {e}); export the model again") from None
+    if config.get("format") != EXPORT_FORMAT:
+        raise FlightMindError(f"{config_path} describes format {config.get('format')!r}, not {EXPORT_FORMAT!r}")
+    weights_path = directory / WEIGHTS_FILE
+    safetensors = safetensors_torch()
+    try:
+        state = safetensors.load_file(str(weights_path), device="cpu")
+    except Exception as e:  # missing, truncated, not a safetensors file (SafetensorError is a bare Exception)
+        raise FlightMindError(f"cannot read {weights_path} ({type(e).__name__}: {e}); export the model again") from None
+    return SavedModel(
+        path=directory,
+        config=model_config,
+        state_dict=state,
+        lora=None,  # merged at export
+        tokenizer=load_tokenizer(directory / TOKENIZER_FILE),
+        global_step=(config.get("source") or {}).get("global_step"),
+    )
+
+
+def read_saved(path: str | Path) -> SavedModel:
+    """A Lightning checkpoint file or an export directory, whichever ``path`` is."""
+    path = Path(path)
+    if not path.exists():
+        raise FlightMindError(
+            f"checkpoint {path} does not exist: pass a .ckpt written by `flightmind fit` or a directory "
+            "written by `flightmind export`"
+        )
+    return read_export(path) if path.is_dir() else read_checkpoint(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Building
+
+
+def load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str | Path) -> None:
+    """Load a state dict strictly, reporting every missing, unexpected or misshapen key at once."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    misshapen = [
+        f"{k} {tuple(state_dict[k].shape)} where the model has {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state_dict and state_dict[k].shape != v.shape
+    ]
+    if missing or unexpected or misshapen:
+        problems = [f"{len(missing)} missing ({', '.join(missing[:3])})"] if missing else []
+        problems += [f"{len(unexpected)} unexpected ({', '.join(unexpected[:3])})"] if unexpected else []
+        problems += [f"{len(misshapen)} of another shape ({'; '.join(misshapen[:3])})"] if misshapen else []
+        raise FlightMindError(
+            f"the weights in {source} do not fit the model its configuration describes: {', '.join(problems)}; "
+            "the file does not match its model_config (was it written by another version or edited?)"
+        )
+    model.load_state_dict(state_dict)
+
+
+def build_model(saved: SavedModel, *, merge: bool = True) -> GPT:
+    """The saved GPT with its weights (float32, train mode); a LoRA fine-tune comes merged unless ``merge=False``."""
+    model = GPT(saved.config)
+    if saved.lora:
+        lora = saved.lora
+        apply_lora(model, r=int(lora["r"]), alpha=float(lora["alpha"]), targets=lora["targets"])
+    load_weights(model, saved.state_dict, saved.path)
+    if saved.lora and merge:
+        merge_lora_weights(model)
     return model
+
+
+def trained_tokenizer(saved: SavedModel, override: str | Path | None = None) -> Tokenizer:
+    """The tokenizer to use with ``saved``: ``override`` (a tokenizer.json) or the one it carries."""
+    if override is not None:
+        tokenizer = load_tokenizer(override)
+    elif saved.tokenizer is not None:
+        tokenizer = saved.tokenizer
+    else:
+        raise FlightMindError(
+            f"checkpoint {saved.path} does not hold its tokenizer: pass --tokenizer with the tokenizer.json it "
+            "was trained with (e.g. data/tokenized/tokenizer.json)"
+        )
+    if tokenizer.get_vocab_size() > saved.config.vocab_size:
+        raise FlightMindError(
+            f"the tokenizer has {tokenizer.get_vocab_size():,} tokens but the model in {saved.path} only "
+            f"{saved.config.vocab_size:,} embedding rows: pass the tokenizer the model was trained with"
+        )
+    return tokenizer
 
 
 def load_trained(
     path: str | Path, *, tokenizer: str | Path | None = None, device: str | torch.device = "cpu"
 ) -> tuple[GPT, Tokenizer]:
-    """The model (eval mode, on ``device``) and tokenizer saved at ``path``.
+    """The model (adapters merged, eval mode, on ``device``) and tokenizer saved at ``path``: a
+    pretraining or LoRA fine-tuning ``.ckpt``, or an export directory.
 
-    ``tokenizer`` (a tokenizer.json) replaces the one the checkpoint carries.
+    ``tokenizer`` (a tokenizer.json) replaces the one saved with the model.
     """
-    path = Path(path)
-    if not path.exists():
-        raise FlightMindError(f"checkpoint {path} does not exist")
-    if path.is_dir():
-        raise FlightMindError(f"{path} is a directory: pass a checkpoint file (e.g. checkpoints/d8/best.ckpt)")
-    checkpoint = _read_lightning_checkpoint(path)
-    model = _model_from_checkpoint(checkpoint, path)
-    if tokenizer is not None:
-        tok = load_tokenizer(tokenizer)
-    else:
-        tok = checkpoint_tokenizer(checkpoint)
-        if tok is None:
-            raise FlightMindError(
-                f"checkpoint {path} carries no tokenizer: pass the run's with --tokenizer DATA_DIR/tokenizer.json"
-            )
-    if tok.get_vocab_size() > model.config.vocab_size:
-        raise FlightMindError(
-            f"the tokenizer has {tok.get_vocab_size()} tokens but the model in {path} only "
-            f"{model.config.vocab_size}: pass the tokenizer the model was trained with"
-        )
-    return model.to(device).eval(), tok
+    saved = read_saved(path)
+    tok = trained_tokenizer(saved, tokenizer)
+    return build_model(saved).to(device).eval(), tok

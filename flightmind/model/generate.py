@@ -165,7 +165,8 @@ def complete(
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--ckpt", required=True, metavar="PATH", help="a checkpoint written by `flightmind fit` (e.g. checkpoints/d8/best.ckpt)")
+    parser.add_argument("--ckpt", required=True, metavar="PATH", help="a checkpoint written by `flightmind fit` (pretraining or LoRA, "
+                        "e.g. checkpoints/d8/best.ckpt) or a directory written by `flightmind export`")
     parser.add_argument("--prompt", required=True, help="text to continue")
     parser.add_argument("--max-new-tokens", type=int, default=200, help="at most this many new tokens (default: 200)")
     parser.add_argument("--temperature", type=float, default=0.8, help="sampling temperature; 0 is greedy (default: 0.8)")
@@ -173,7 +174,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top-p", type=float, default=None, help="sample among the most likely tokens holding this probability mass")
     parser.add_argument("--seed", type=int, default=None, help="seed for reproducible sampling")
     parser.add_argument("--stream", action="store_true", help="print the text as it is generated")
-    parser.add_argument("--tokenizer", metavar="tokenizer.json", help="use this tokenizer instead of the one the checkpoint carries")
+    parser.add_argument("--tokenizer", metavar="tokenizer.json", help="use this tokenizer instead of the one saved with the model")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda if available)")
     parser.add_argument("--no-cache", action="store_true", help="recompute the whole context for every token (slow; for comparison)")
 

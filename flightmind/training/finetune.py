@@ -8,8 +8,9 @@ data/chat.py). Validation and test also score the action: greedy decoding from e
 prompt, the first generated line parsed as JSON and compared with the reference action.
 
 The model's shape is the base checkpoint's; the configuration names the checkpoint, not a depth.
-Checkpoints written here hold the whole adapted model, ``lora`` (r, alpha, targets) and the
-tokenizer, so ``flightmind export`` needs nothing else.
+Checkpoints written here hold the whole adapted model, ``lora`` (r, alpha, targets) and, as every
+``PretrainModule`` checkpoint, the tokenizer (read from the datamodule's ``tokenizer_path``), so
+``flightmind export`` and ``flightmind generate`` need nothing else.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from torchmetrics import MeanMetric
 from flightmind.data.chat import END, IGNORE_INDEX, parse_action
 from flightmind.data.tokenizer import eot_id
 from flightmind.errors import FlightMindError
-from flightmind.export import build_model, read_checkpoint, read_model_config
+from flightmind.model.checkpoint import build_model, read_checkpoint, read_model_config
 from flightmind.model.generate import generate
 from flightmind.model.lora import DEFAULT_TARGETS, apply_lora, check_targets, count_parameters, mark_only_lora_as_trainable
 from flightmind.training.pretrain import PretrainModule
@@ -211,9 +212,6 @@ class FinetuneModule(PretrainModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         super().on_save_checkpoint(checkpoint)
         checkpoint["lora"] = self.lora_settings
-        tokenizer = getattr(self.trainer.datamodule, "tokenizer", None) if self._trainer is not None else None
-        if tokenizer is not None:
-            checkpoint["tokenizer_json"] = tokenizer.to_str()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         super().on_load_checkpoint(checkpoint)

@@ -13,13 +13,13 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.strategies import FSDPStrategy
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
-from tokenizers import Tokenizer
 from torchmetrics import MeanMetric, SumMetric
 
 from flightmind.data.heldout import IGNORE_INDEX, bits_per_byte
 from flightmind.data.tokenizer import load_tokenizer, tokenizer_hash
 from flightmind.errors import FlightMindError
 from flightmind.model import GPT, Block, GPTConfig
+from flightmind.model.checkpoint import tokenizer_entry
 from flightmind.training.callbacks import is_logging_step
 from flightmind.training.guards import TrainingGuard
 from flightmind.training.schedule import warmup_cosine
@@ -129,8 +129,7 @@ class PretrainModule(L.LightningModule):
             )
         tokenizer_path = getattr(datamodule, "tokenizer_path", None)
         if tokenizer_path is not None and Path(tokenizer_path).is_file():
-            text = Path(tokenizer_path).read_text(encoding="utf-8")
-            self.tokenizer = {"json": text, "sha256": tokenizer_hash(Tokenizer.from_str(text))}
+            self.tokenizer = tokenizer_entry(Path(tokenizer_path).read_text(encoding="utf-8"))
 
     def on_train_start(self) -> None:
         trainer, datamodule = self.trainer, self.trainer.datamodule

@@ -128,6 +128,7 @@ def test_generate_command_sampling_is_reproducible_with_a_seed(smoke_run, capsys
 
 def test_generate_command_errors_name_the_problem(tmp_path, capsys):
     from flightmind.cli import main
+    from tests.helpers import tiny_gpt, write_checkpoint
 
     assert main(["generate", "--ckpt", str(tmp_path / "none.ckpt"), "--prompt", "x"]) == 2
     assert "none.ckpt does not exist" in capsys.readouterr().err
@@ -135,6 +136,9 @@ def test_generate_command_errors_name_the_problem(tmp_path, capsys):
     torch.save({"weights": 1}, not_a_checkpoint)
     assert main(["generate", "--ckpt", str(not_a_checkpoint), "--prompt", "x"]) == 2
     assert "not a FlightMind checkpoint" in capsys.readouterr().err
+    bare = write_checkpoint(tmp_path / "bare.ckpt", tiny_gpt())  # no tokenizer inside
+    assert main(["generate", "--ckpt", str(bare), "--prompt", "x"]) == 2
+    assert "bare.ckpt does not hold its tokenizer: pass --tokenizer" in capsys.readouterr().err
 
 
 def test_streamed_text_equals_the_decoded_tokens_with_split_characters(prepared_dir):

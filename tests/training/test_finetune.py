@@ -8,8 +8,10 @@ import torch.nn.functional as F
 from flightmind.data.chat import IGNORE_INDEX
 from flightmind.data.commands import write_commands
 from flightmind.data.finetune import FinetuneDataModule
+from flightmind.data.tokenizer import load_tokenizer, tokenizer_hash
 from flightmind.errors import FlightMindError
-from flightmind.export import export, load_exported
+from flightmind.export import export
+from flightmind.model.checkpoint import load_trained
 from flightmind.model import GPT, GPTConfig
 from flightmind.model.lora import LoRALinear
 from flightmind.training.finetune import FinetuneModule
@@ -86,7 +88,6 @@ class FakeDataModule:
 
 
 def test_action_accuracy_decodes_greedily_and_compares_parsed_json(base_ckpt, chat_tokenizer_path, monkeypatch):
-    from flightmind.data.tokenizer import load_tokenizer
     import flightmind.training.finetune as finetune
 
     tokenizer = load_tokenizer(chat_tokenizer_path)
@@ -129,8 +130,11 @@ def test_fine_tuning_trains_only_adapters_and_exports_the_result(base_ckpt, chat
     trainer.save_checkpoint(tmp_path / "ft.ckpt")
     saved = torch.load(tmp_path / "ft.ckpt", weights_only=True)
     assert saved["lora"] == {"r": 4, "alpha": 8.0, "targets": ["q", "k", "v", "o", "gate", "up", "down"]}
-    assert json.loads(saved["tokenizer_json"])["added_tokens"][4]["content"] == "<|end|>"
+    # The tokenizer as every PretrainModule checkpoint holds it (from the datamodule's tokenizer_path), once.
+    assert saved["tokenizer"]["json"] == chat_tokenizer_path.read_text(encoding="utf-8") and "tokenizer_json" not in saved
+    assert saved["tokenizer"]["sha256"] == tokenizer_hash(load_tokenizer(chat_tokenizer_path))
+    assert json.loads(saved["tokenizer"]["json"])["added_tokens"][4]["content"] == "<|end|>"
     export(tmp_path / "ft.ckpt", tmp_path / "out")
-    loaded, _ = load_exported(tmp_path / "out")
+    loaded, _ = load_trained(tmp_path / "out")
     idx = torch.randint(0, 512, (2, 40), generator=torch.Generator().manual_seed(3))
     torch.testing.assert_close(loaded(idx), module.model.eval()(idx), atol=1e-5, rtol=1e-5)
