@@ -1,6 +1,6 @@
 """General-pool streaming against bare `Tokenizer.encode_batch`, and the mixed loader against a d4 CPU step.
 
-    python benchmarks/streaming_throughput.py [--repeat 8] [--reps 3] [--workers 0 1 2]
+    python benchmarks/streaming_throughput.py [--repeat 32] [--reps 3] [--workers 0 1 2]
 
 Corpus: /work/shared/data/{aviation,general}/*.jsonl (../shared/data from the repo root), repeated
 --repeat times and written as 4 local parquet files (row groups of 500 documents); a 32,768-token
@@ -15,7 +15,9 @@ BPE is trained on it once beforehand.
    RAYON_NUM_THREADS=N (N=0: rayon's default pool, which the packer also gets in the main process),
    counting ids plus one separator per document, as the packed stream holds them.
    The ratio packer / encode_batch is the share of the tokenizer's own speed that streaming
-   delivers; the aim is at least 0.8.
+   delivers; the aim is at least 0.8. "first s" is the time to the first micro-batch (start-up and
+   the first fill of 256 ready windows); "ratio after" leaves it out: the rate of a long run, where
+   start-up weighs nothing (this corpus is one pass of a few seconds).
 2. Mixed loader against training. `MixedLoader` at aviation_ratio 0.30 (aviation shards prepared from
    the same corpus), 2,000 micro-batches of 8 × 257 as in smoke.yaml, sequences/s, against the
    sequences/s the fastest of 8 d4 steps (forward, backward, AdamW) consumes on this CPU with its
@@ -26,12 +28,9 @@ Each figure is the median of --reps runs, each started once the CPUs are idle (s
 """
 
 import argparse
-import datetime
 import itertools
 import json
 import os
-import platform
-import shlex
 import statistics
 import subprocess
 import sys
@@ -39,11 +38,10 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
-sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+from _common import REPO_ROOT, SHARED_DATA, QuietCPUs, report_header, write_report
 
-import datasets  # noqa: E402
+sys.path.insert(0, str(REPO_ROOT))
+
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 import tokenizers  # noqa: E402
@@ -57,10 +55,7 @@ from flightmind.data.sequences import PackedSequences  # noqa: E402
 from flightmind.data.streaming import GeneralPool, open_general_pool  # noqa: E402
 from flightmind.data.tokenizer import save_tokenizer, train_tokenizer  # noqa: E402
 from flightmind.model import GPT, GPTConfig  # noqa: E402
-from prepare_throughput import wait_for_idle_cpus  # noqa: E402
 
-SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
-RESULTS = REPO_ROOT / "benchmarks" / "results" / "streaming_throughput.txt"
 BATCH, SEQ_LEN, SMOKE_SEQ_LEN = 8, 2048, 256
 MIXED_BATCHES = 2000  # 16,000 sequences: start-up (workers, buffer) weighs little
 
@@ -116,12 +111,13 @@ def mixed_loader(files, tokenizer_path, aviation, *, ratio, workers, length, shu
     return MixedLoader(data, num_workers=workers)
 
 
-def time_loader(loader: MixedLoader) -> float:
-    """Seconds from iter() (start-up included) to the last batch."""
+def time_loader(loader: MixedLoader) -> tuple[float, float]:
+    """Seconds from iter() (start-up included) to the last batch, and to the first."""
     start = time.perf_counter()
+    first = None
     for _ in loader:
-        pass
-    return time.perf_counter() - start
+        first = first or time.perf_counter() - start
+    return time.perf_counter() - start, first
 
 
 def time_d4_step(reps: int = 8) -> float:
@@ -145,7 +141,7 @@ def time_d4_step(reps: int = 8) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=8, help="copies of the corpus (default: %(default)s)")
+    parser.add_argument("--repeat", type=int, default=32, help="copies of the corpus (default: %(default)s)")
     parser.add_argument("--reps", type=int, default=3, help="timed runs per figure; the median is reported")
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--max-wait", type=float, default=30, help="seconds to wait for idle CPUs before each timed run")
@@ -155,18 +151,12 @@ def main() -> None:
         encode_only(args.encode_only[0], args.encode_only[1:])
         return
 
-    lines = [
+    lines = report_header(
         "streaming throughput: general-pool packer vs bare Tokenizer.encode_batch; mixed loader vs a d4 CPU step",
-        f"date: {datetime.datetime.now().isoformat(timespec='seconds')}",
-        f"machine: nproc={os.cpu_count()} {platform.processor() or platform.machine()}; python {platform.python_version()}, "
-        f"torch {torch.__version__}, tokenizers {tokenizers.__version__}, datasets {datasets.__version__}, "
-        f"pyarrow {pa.__version__}",
-        f"command: python {shlex.join(sys.argv)}",
-    ]
-    busy_seen = []
-
-    def idle() -> None:
-        busy_seen.append(wait_for_idle_cpus(args.max_wait))
+        packages=("torch", "tokenizers", "datasets", "pyarrow"),
+    )
+    quiet = QuietCPUs(args.max_wait)
+    idle = quiet.wait
 
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
@@ -182,9 +172,9 @@ def main() -> None:
         prepare(aviation_files, scratch / "aviation", tokenizer=tokenizer_path, val_fraction=0, progress=False)
         shard = scratch / "aviation" / "train.bin"
         lines += ["", "1. packer (MixedLoader at ratio 0, 8 x 2049, shuffle buffer 10,000, start-up included) vs encode_batch, tokens/s",
-                  f"{'N':>3} {'tokens':>11} {'packer tok/s':>13} {'encode_batch tok/s':>19} {'ratio':>6}"]
+                  f"{'N':>3} {'tokens':>11} {'packer tok/s':>13} {'encode_batch tok/s':>19} {'ratio':>6} {'first s':>8} {'ratio after':>12}"]
         for workers in args.workers:
-            raw, ours = [], []
+            raw, ours, firsts = [], [], []
             for _ in range(args.reps):
                 idle()
                 result = time_encode_batch(tokenizer_path, files, workers)
@@ -193,10 +183,17 @@ def main() -> None:
                 length = int(0.95 * total / (BATCH * SEQ_LEN))
                 loader = mixed_loader(files, tokenizer_path, PackedSequences(shard, SEQ_LEN), ratio=0, workers=workers, length=length)
                 idle()
-                ours.append(time_loader(loader))
+                seconds, first = time_loader(loader)
+                ours.append(seconds)
+                firsts.append(first)
             raw_rate = total / statistics.median(raw)
             our_rate = length * BATCH * SEQ_LEN / statistics.median(ours)
-            lines.append(f"{workers:>3} {total:>11,} {our_rate:>13,.0f} {raw_rate:>19,.0f} {our_rate / raw_rate:>6.2f}")
+            first = statistics.median(firsts)
+            after = (length - 1) * BATCH * SEQ_LEN / (statistics.median(ours) - first)
+            lines.append(
+                f"{workers:>3} {total:>11,} {our_rate:>13,.0f} {raw_rate:>19,.0f} {our_rate / raw_rate:>6.2f} "
+                f"{first:>8.2f} {after / raw_rate:>12.2f}"
+            )
             print(lines[-1], flush=True)
 
         aviation = PackedSequences(shard, SMOKE_SEQ_LEN)
@@ -210,16 +207,12 @@ def main() -> None:
             for _ in range(args.reps):
                 loader = mixed_loader(files, tokenizer_path, aviation, ratio=0.3, workers=workers, length=MIXED_BATCHES)
                 idle()
-                seconds.append(time_loader(loader))
+                seconds.append(time_loader(loader)[0])
             rate = MIXED_BATCHES * BATCH / statistics.median(seconds)
             lines.append(f"{workers:>3} {rate:>13,.0f} {rate / consumed:>14.1f}")
             print(lines[-1], flush=True)
-    lines += ["", f"CPU busy before each timed run (other programs): median {statistics.median(busy_seen):.0%}, "
-              f"max {max(busy_seen):.0%} (each run waited up to {args.max_wait:g} s for < 10%)"]
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
-
+    lines += ["", quiet.note()]
+    write_report(lines, "streaming_throughput.txt")
 
 if __name__ == "__main__":
     main()

@@ -138,7 +138,7 @@ class ChatTemplate:
     def encode_batch(self, conversations: Sequence[Sequence[Message]]) -> list[tuple[list[int], list[int]]]:
         """(tokens, labels) of each conversation; all contents go through the tokenizer at once."""
         contents = [m.content for messages in conversations for m in messages]
-        encoded = iter(self.tokenizer.encode_batch(contents, add_special_tokens=False)) if contents else iter(())
+        encoded = iter(self.tokenizer.encode_batch_fast(contents, add_special_tokens=False)) if contents else iter(())
         results = []
         for messages in conversations:
             tokens: list[int] = []

@@ -36,7 +36,7 @@ IGNORE_INDEX = -100  # target of a padding position: F.cross_entropy skips it
 def jsonl_documents(path: Path, tokenizer: Tokenizer) -> tuple[list[list[int]], list[int]]:
     """Token ids and UTF-8 byte counts of the documents of a JSONL file; a bad line is an error naming it."""
     texts = [doc.text for doc in iter_documents(path, strict=True)]
-    encodings = tokenizer.encode_batch(texts, add_special_tokens=False)
+    encodings = tokenizer.encode_batch_fast(texts, add_special_tokens=False)
     return [e.ids for e in encodings], [len(text.encode("utf-8")) for text in texts]
 
 

@@ -310,6 +310,25 @@ class ShuffleBuffer:
         return out
 
 
+class PendingReads:
+    """Reads not yet tokenized, as (documents, skipped, stream state), gathered until they hold
+    ``TOKENIZE_CHARS`` of text."""
+
+    def __init__(self) -> None:
+        self.reads: list[tuple[list[str], SkipCounts, dict]] = []
+        self.characters = 0
+
+    def add(self, documents: list[str], skipped: SkipCounts, stream_state: dict) -> bool:
+        """Keep one read; True once enough text is gathered to tokenize."""
+        self.reads.append((documents, skipped, stream_state))
+        self.characters += sum(map(len, documents))
+        return self.characters >= TOKENIZE_CHARS
+
+    def take(self) -> list[tuple[list[str], SkipCounts, dict]]:
+        reads, self.reads, self.characters = self.reads, [], 0
+        return reads
+
+
 @dataclass
 class ReadBatch:
     epoch: int
@@ -366,7 +385,7 @@ class GeneralReader:
         documents_this_pass = 0
         failures = 0
         buffer = self._shuffle_buffer(epoch)
-        reads, characters = [], 0  # (documents, skipped, stream state) of reads not yet tokenized
+        pending = PendingReads()
         while True:
             part = split_dataset_by_node(stream.dataset, rank=self.index, world_size=stream.readers, strategy=stream.strategy)
             part.set_epoch(epoch)
@@ -380,11 +399,8 @@ class GeneralReader:
                     documents_this_pass += len(documents)
                     if buffer is not None:
                         documents = buffer.push(documents)
-                    reads.append((documents, skipped, stream_state))
-                    characters += sum(map(len, documents))
-                    if characters >= TOKENIZE_CHARS:
-                        yield from self._tokenize(tokenizer, eot, epoch, reads)
-                        reads, characters = [], 0
+                    if pending.add(documents, skipped, stream_state):
+                        yield from self._tokenize(tokenizer, eot, epoch, pending.take())
             except Exception as error:
                 if not is_transient(error):
                     raise
@@ -410,9 +426,13 @@ class GeneralReader:
                     "lower data.num_workers or add files"
                 )
             if buffer is not None:
-                reads.append((buffer.drain(), SkipCounts(), stream_state))
-            yield from self._tokenize(tokenizer, eot, epoch, reads)
-            reads, characters = [], 0
+                # What the buffer held, in reads of the usual size: no single long tokenization
+                # stalls the other workers, which wait for this one's turn.
+                held = buffer.drain()
+                for start in range(0, len(held), DOCUMENTS_PER_READ):
+                    if pending.add(held[start : start + DOCUMENTS_PER_READ], SkipCounts(), stream_state):
+                        yield from self._tokenize(tokenizer, eot, epoch, pending.take())
+            yield from self._tokenize(tokenizer, eot, epoch, pending.take())
             epoch, stream_state, whole_pass, documents_this_pass = epoch + 1, None, True, 0
             buffer = self._shuffle_buffer(epoch)
 

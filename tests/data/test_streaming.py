@@ -281,3 +281,16 @@ def test_the_shuffle_buffer_lets_every_document_out_once_in_a_new_order():
     assert len(out) == 90 and len(buffer.held) == 10  # nothing leaves before the buffer is full
     out += buffer.drain()
     assert sorted(out, key=int) == documents and out != documents
+
+
+def test_a_pass_shorter_than_the_buffer_still_comes_out_whole_in_reads_of_the_usual_size(tmp_path, tagged_texts, prepared_dir, write_parquet_pool):
+    # The end-of-pass drain is split like any read, so no worker stalls the others on one long tokenization.
+    texts = tagged_texts[:300]
+    files = write_parquet_pool(tmp_path, texts, files=2, row_group_size=50)
+    stream = stream_of(files, shuffle=True, seed=3, shuffle_buffer=1000)
+    tokenizer = load_tokenizer(prepared_dir / "tokenizer.json")
+    batches = list(itertools.takewhile(lambda b: b.epoch == 0, stream.reader(0, 64, prepared_dir / "tokenizer.json").batches()))
+    assert max(b.documents for b in batches) == DOCUMENTS_PER_READ
+    assert sum(b.documents for b in batches) == len(texts)
+    found = tags(tokenizer, np.concatenate([b.tokens for b in batches]))
+    assert sorted(found) == list(range(len(texts))) and found != sorted(found)
