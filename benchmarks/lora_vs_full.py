@@ -13,20 +13,23 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
+import sys
 import tempfile
 import time
-from datetime import date
 from pathlib import Path
 
-import lightning as L
-import torch
+from _common import REPO_ROOT, report_header, write_report
 
-from flightmind.data.chat import IGNORE_INDEX
-from flightmind.model import GPT, GPTConfig
-from flightmind.training.finetune import FinetuneModule
-from flightmind.training.pretrain import PretrainModule
+sys.path.insert(0, str(REPO_ROOT))  # this checkout's flightmind
+
+import lightning as L  # noqa: E402
+import torch  # noqa: E402
+
+from flightmind.data.chat import IGNORE_INDEX  # noqa: E402
+from flightmind.model import GPT, GPTConfig  # noqa: E402
+from flightmind.training.finetune import FinetuneModule  # noqa: E402
+from flightmind.training.pretrain import PretrainModule  # noqa: E402
 
 
 def write_base(path: Path, config: GPTConfig) -> GPT:
@@ -134,24 +137,30 @@ def main() -> None:
     def median_ratio(full_times: list[float], lora_times: list[float]) -> float:
         return statistics.median(l / f for f, l in list(zip(full_times, lora_times))[args.warmup :])
 
-    load = os.getloadavg()[0]
-    print(f"# lora_vs_full  {date.today()}  torch {torch.__version__}  lightning {L.__version__}")
-    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {torch.get_num_threads()} threads, "
-          f"load average {load:.1f} at the end; d{args.depth} ({config.num_params() / 1e6:.1f}M), batch {args.batch_size} "
-          f"× {args.seq_len}, loss on the last third, {args.steps} steps each (first {args.warmup} dropped), "
-          "interleaved; AdamW fp32 on the CPU")
+    lines = report_header(
+        "LoRA against full fine-tuning of the same model: optimizer state and step time",
+        packages=("torch", "lightning"),
+        machine_notes=f", {torch.get_num_threads()} torch threads, load average {os.getloadavg()[0]:.1f} at the end",
+    )
+    lines += [
+        f"d{args.depth} ({config.num_params() / 1e6:.1f}M), batch {args.batch_size} × {args.seq_len}, loss on the last "
+        f"third, {args.steps} steps each (first {args.warmup} dropped), interleaved; AdamW fp32 on the CPU",
+        "",
+    ]
     header = ("trainable", "AdamW state (MB)", "grads (MB)", "median step (ms)", "min step (ms)", "median CPU (ms)")
-    print(f"{'':<6}" + "".join(f"{h:>18}" for h in header))
+    lines.append(f"{'':<6}" + "".join(f"{h:>18}" for h in header))
     for name, run in (("full", full_run), ("lora", lora_run)):
         times, cpu = run.times[args.warmup :], run.cpu_times[args.warmup :]
         row = (f"{sum(p.numel() for p in run.params):,}", f"{run.state_bytes / 2**20:.2f}", f"{run.grad_bytes / 2**20:.2f}",
                f"{statistics.median(times) * 1e3:.1f}", f"{min(times) * 1e3:.1f}", f"{statistics.median(cpu) * 1e3:.1f}")
-        print(f"{name:<6}" + "".join(f"{v:>18}" for v in row))
-    print(f"ratio LoRA / full: optimizer state {lora_run.state_bytes / full_run.state_bytes:.4f}, "
-          f"gradients {lora_run.grad_bytes / full_run.grad_bytes:.4f}, "
-          f"step time {median_ratio(full_run.times, lora_run.times):.3f}, "
-          f"step CPU time {median_ratio(full_run.cpu_times, lora_run.cpu_times):.3f} (medians of per-step ratios)")
-
+        lines.append(f"{name:<6}" + "".join(f"{v:>18}" for v in row))
+    lines.append(
+        f"ratio LoRA / full: optimizer state {lora_run.state_bytes / full_run.state_bytes:.4f}, "
+        f"gradients {lora_run.grad_bytes / full_run.grad_bytes:.4f}, "
+        f"step time {median_ratio(full_run.times, lora_run.times):.3f}, "
+        f"step CPU time {median_ratio(full_run.cpu_times, lora_run.cpu_times):.3f} (medians of per-step ratios)"
+    )
+    write_report(lines, "lora_vs_full.txt")
 
 if __name__ == "__main__":
     main()

@@ -11,14 +11,13 @@ memory grows during one forward + backward of the loss; the loss values must agr
 from __future__ import annotations
 
 import argparse
-import platform
 import resource
 import subprocess
 import sys
-from datetime import date
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's flightmind
+from _common import REPO_ROOT, report_header, write_report
+
+sys.path.insert(0, str(REPO_ROOT))  # this checkout's flightmind
 
 import torch  # noqa: E402
 
@@ -56,14 +55,18 @@ def main() -> None:
         ).stdout.split()  # fmt: skip
         results[mode] = (float(out[-2]), float(out[-1]))
     logits_mib = args.positions * args.vocab * 2 / 2**20
-    print(f"# loss_memory  {date.today()}  torch {torch.__version__}  {platform.processor() or platform.machine()}")
-    print(f"# command: python benchmarks/loss_memory.py {' '.join(sys.argv[1:])}".rstrip())
-    print(f"# {args.positions} positions × {args.vocab} vocabulary: bf16 logits {logits_mib:.0f} MiB")
-    print(f"{'loss':<10}{'peak growth (MiB)':>20}{'bytes per logit':>18}{'loss value':>14}")
-    for mode, (mib, value) in results.items():
-        print(f"{mode:<10}{mib:>20.0f}{mib * 2**20 / (args.positions * args.vocab):>18.1f}{value:>14.6f}")
-    print(f"ratio (eager / compiled): {results['eager'][0] / results['compiled'][0]:.1f}")
-
+    lines = report_header("loss memory: next-token loss, eager against compiled, on the CPU", packages=("torch",))
+    lines += [
+        f"{args.positions} positions × {args.vocab} vocabulary: bf16 logits {logits_mib:.0f} MiB",
+        "",
+        f"{'loss':<10}{'peak growth (MiB)':>20}{'bytes per logit':>18}{'loss value':>14}",
+        *(
+            f"{mode:<10}{mib:>20.0f}{mib * 2**20 / (args.positions * args.vocab):>18.1f}{value:>14.6f}"
+            for mode, (mib, value) in results.items()
+        ),
+        f"ratio (eager / compiled): {results['eager'][0] / results['compiled'][0]:.1f}",
+    ]
+    write_report(lines, "loss_memory.txt")
 
 if __name__ == "__main__":
     main()

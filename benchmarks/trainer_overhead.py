@@ -15,15 +15,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import platform
 import statistics
 import sys
 import tempfile
 import time
-from datetime import date
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's flightmind
+from _common import REPO_ROOT, report_header, write_report
+
+sys.path.insert(0, str(REPO_ROOT))  # this checkout's flightmind
 
 import lightning as L  # noqa: E402
 import torch  # noqa: E402
@@ -122,16 +121,21 @@ def main() -> None:
         lightning_times += trainer_steps(args, batches)[args.warmup :]
     lightning_ms = [statistics.median(t[i] for t in lightning_times) * 1e3 for i in (0, 1)]
     plain_ms = [statistics.median(t[i] for t in plain_times) * 1e3 for i in (0, 1)]
-    print(f"# trainer_overhead  {date.today()}  torch {torch.__version__}  lightning {L.__version__}")
-    print(f"# {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, load average "
-          f"{os.getloadavg()[0]:.2f}; d{args.depth}, batch {args.batch_size} × {args.seq_len}, "
-          f"{args.steps} steps × {args.repeats} runs ({args.warmup} dropped each)")
-    print(f"# command: python benchmarks/trainer_overhead.py {' '.join(sys.argv[1:])}".rstrip())
-    print(f"{'median step (ms)':<20}{'wall':>10}{'CPU':>10}")
-    print(f"{'plain PyTorch':<20}{plain_ms[0]:>10.1f}{plain_ms[1]:>10.1f}")
-    print(f"{'Lightning Trainer':<20}{lightning_ms[0]:>10.1f}{lightning_ms[1]:>10.1f}")
-    print(f"{'ratio (Trainer / plain)':<20}{lightning_ms[0] / plain_ms[0]:>10.3f}{lightning_ms[1] / plain_ms[1]:>10.3f}")
-
+    lines = report_header(
+        "trainer overhead: flightmind fit's Trainer against a plain PyTorch loop, same work (median step)",
+        packages=("torch", "lightning"),
+        machine_notes=f", {torch.get_num_threads()} torch threads, load average {os.getloadavg()[0]:.2f}",
+    )
+    lines += [
+        f"d{args.depth}, batch {args.batch_size} × {args.seq_len}, {args.steps} steps × {args.repeats} runs "
+        f"({args.warmup} dropped each)",
+        "",
+        f"{'median step (ms)':<24}{'wall':>10}{'CPU':>10}",
+        f"{'plain PyTorch':<24}{plain_ms[0]:>10.1f}{plain_ms[1]:>10.1f}",
+        f"{'Lightning Trainer':<24}{lightning_ms[0]:>10.1f}{lightning_ms[1]:>10.1f}",
+        f"{'ratio (Trainer / plain)':<24}{lightning_ms[0] / plain_ms[0]:>10.3f}{lightning_ms[1] / plain_ms[1]:>10.3f}",
+    ]
+    write_report(lines, "trainer_overhead.txt")
 
 if __name__ == "__main__":
     main()
