@@ -167,7 +167,7 @@ class PretrainModule(L.LightningModule):
         # guard sums the verdict over ranks). The logged norm under FSDP comes from the clipping below.
         norm = torch.nn.utils.get_total_norm([p.grad for p in self.parameters() if p.grad is not None])
         self._grad_norm = norm  # clipping reuses it
-        sum_over_ranks = (lambda t: trainer.strategy.reduce(t, reduce_op="sum")) if trainer.world_size > 1 else None
+        sum_over_ranks = _sum_over_ranks if trainer.world_size > 1 else None
         if not self._grad_scaler():
             # The fused AdamW skips the update when found_inf is 1, as under GradScaler: no host sync.
             optimizer.found_inf = self.guard.observe(step, step_loss, norm, sum_over_ranks)
@@ -321,3 +321,9 @@ class PretrainModule(L.LightningModule):
                     "without --ckpt_path"
                 )
 
+
+def _sum_over_ranks(tensor: torch.Tensor) -> torch.Tensor:
+    """All-reduce (sum) in place, queued on the device. Not ``strategy.reduce``: Lightning puts a
+    barrier before its all-reduce, which would make the host wait for the device every step."""
+    torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.SUM)
+    return tensor

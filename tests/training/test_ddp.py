@@ -7,10 +7,6 @@ as a process group, so that a hang fails the test instead of blocking the suite.
 """
 
 import json
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -18,14 +14,10 @@ import pytest
 import torch
 
 from flightmind.cli import main
+from tests.training.ddp_probe import LAUNCHERS, launch
 
 REPO = Path(__file__).resolve().parents[2]
-PROBE = REPO / "tests" / "training" / "ddp_probe.py"
 STEPS, ACCUMULATE, MICRO_BATCH, SEQ_LEN = 3, 2, 2, 64
-LAUNCHERS = {
-    "torchrun": [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(PROBE)],
-    "flightmind fit, devices 2": [sys.executable, str(PROBE)],
-}
 
 
 def fit_args(data_dir: Path, micro_batch: int, devices: int) -> list[str]:
@@ -45,30 +37,6 @@ def fit_args(data_dir: Path, micro_batch: int, devices: int) -> list[str]:
         "--checkpoint.dirpath", "checkpoints/ddp", "--checkpoint.every_n_train_steps", "1",
         "--trainer.callbacks+=tests.training.ddp_probe.RankProbe",
     ]  # fmt: skip
-
-
-def launch(command: list[str], cwd: Path, timeout: int = 300) -> str:
-    keep = {k: v for k, v in os.environ.items() if k not in ("MASTER_ADDR", "MASTER_PORT", "RANK", "LOCAL_RANK", "WORLD_SIZE")}
-    env = {
-        **keep,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
-        "FLIGHTMIND_RANK_DIRS": str(cwd),
-        "FLIGHTMIND_PROBE_DIR": str(cwd / "probe"),
-        "OMP_NUM_THREADS": "1",
-        "TOKENIZERS_PARALLELISM": "false",
-    }
-    (cwd / "probe").mkdir()
-    process = subprocess.Popen(
-        command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
-    )
-    try:
-        output, _ = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        output, _ = process.communicate()
-        pytest.fail(f"the DDP run did not finish in {timeout} s:\n{output[-3000:]}")
-    assert process.returncode == 0, output[-4000:]
-    return output
 
 
 def state_dict(path: Path) -> dict[str, torch.Tensor]:

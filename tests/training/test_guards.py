@@ -139,3 +139,22 @@ def test_skipped_steps_restored_from_a_checkpoint_count_toward_the_limit():
     assert observe_all(guard, [3.0, NAN, 3.0]) == [0.0, 1.0, 1.0]
     failure, _, _ = guard.check()
     assert failure.step == 1 and failure.skipped_before == 2
+
+
+def _guard_rank(rank: int, init_file: str, results) -> None:
+    from flightmind.training.pretrain import _sum_over_ranks
+
+    torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    try:
+        guard = TrainingGuard(skip_nonfinite=1)
+        losses = [5.0, NAN if rank == 1 else 4.0, 3.0]  # only rank 1 sees the bad step
+        results[rank] = [float(guard.observe(s, torch.tensor(loss), torch.tensor(1.0), _sum_over_ranks)) for s, loss in enumerate(losses)]
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_one_ranks_non_finite_step_is_skipped_by_every_rank(tmp_path):
+    # Every rank must skip the same updates, or the DDP replicas drift apart.
+    results = torch.multiprocessing.Manager().dict()
+    torch.multiprocessing.spawn(_guard_rank, args=(str(tmp_path / "init"), results), nprocs=2)
+    assert dict(results) == {0: [0.0, 1.0, 0.0], 1: [0.0, 1.0, 0.0]}
