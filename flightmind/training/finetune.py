@@ -24,7 +24,7 @@ from tokenizers import Tokenizer
 from torchmetrics import MeanMetric
 
 from flightmind.data.chat import END, IGNORE_INDEX, parse_action
-from flightmind.data.tokenizer import eot_id
+from flightmind.data.tokenizer import eot_id, load_tokenizer, tokenizer_hash
 from flightmind.errors import FlightMindError
 from flightmind.model.checkpoint import build_model, read_checkpoint, read_model_config
 from flightmind.model.generate import generate
@@ -91,6 +91,7 @@ class FinetuneModule(PretrainModule):
         self.test_action = MeanMetric()
         self._newline_ids: set[int] | None = None
         self._trainable_params: int | None = None
+        self._base_tokenizer_sha: str | None = None  # of the tokenizer the base checkpoint carries
 
     @property
     def lora_settings(self) -> dict:
@@ -102,7 +103,9 @@ class FinetuneModule(PretrainModule):
         if self.model is not None:
             return
         hp = self.hparams
-        model = build_model(read_checkpoint(hp.base_checkpoint))
+        base = read_checkpoint(hp.base_checkpoint)
+        self._base_tokenizer_sha = None if base.tokenizer is None else tokenizer_hash(base.tokenizer)
+        model = build_model(base)
         apply_lora(model, r=hp.lora_r, alpha=hp.lora_alpha, dropout=hp.lora_dropout, targets=hp.lora_targets)
         mark_only_lora_as_trainable(model)
         self.model = model
@@ -129,12 +132,31 @@ class FinetuneModule(PretrainModule):
 
     # -- training ------------------------------------------------------------------------------
     def on_fit_start(self) -> None:
+        self._check_tokenizer()
         super().on_fit_start()
         max_seq_len = getattr(self.trainer.datamodule, "max_seq_len", None)
         if max_seq_len is not None and max_seq_len > self.config.max_seq_len:
             raise FlightMindError(
                 f"data.max_seq_len={max_seq_len} exceeds the base model's max_seq_len={self.config.max_seq_len} "
                 f"({self.hparams.base_checkpoint}): lower data.max_seq_len"
+            )
+
+    def _check_tokenizer(self) -> None:
+        """The data must be tokenized as the base was pretrained: the same ids mean the same pieces."""
+        datamodule, base = self.trainer.datamodule, self.hparams.base_checkpoint
+        tokenizer_path = getattr(datamodule, "tokenizer_path", None)
+        if tokenizer_path is None:
+            return
+        if self._base_tokenizer_sha is not None and tokenizer_hash(load_tokenizer(tokenizer_path)) != self._base_tokenizer_sha:
+            raise FlightMindError(
+                f"{tokenizer_path} is not the tokenizer {base} was pretrained with: set data.tokenizer_path to that "
+                "run's tokenizer.json (the prepared data directory's, or `flightmind export` the base and use its copy)"
+            )
+        data_vocab = getattr(datamodule, "vocab_size", None)
+        if data_vocab is not None and data_vocab > self.config.vocab_size:
+            raise FlightMindError(
+                f"the tokenizer {tokenizer_path} has {data_vocab} tokens but the base {base} has "
+                f"{self.config.vocab_size} embedding rows: fine-tune with the tokenizer the base was pretrained with"
             )
 
     def on_train_start(self) -> None:

@@ -138,3 +138,26 @@ def test_fine_tuning_trains_only_adapters_and_exports_the_result(base_ckpt, chat
     loaded, _ = load_trained(tmp_path / "out")
     idx = torch.randint(0, 512, (2, 40), generator=torch.Generator().manual_seed(3))
     torch.testing.assert_close(loaded(idx), module.model.eval()(idx), atol=1e-5, rtol=1e-5)
+
+
+def fit_briefly(module, data_path, tokenizer_path):
+    dm = FinetuneDataModule([str(data_path)], tokenizer_path=str(tokenizer_path), max_seq_len=96, batch_size=8, val_fraction=0.1)
+    trainer = L.Trainer(accelerator="cpu", max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0)
+    trainer.fit(module, dm)
+
+
+def test_data_tokenized_otherwise_than_the_base_is_one_clear_error(base_ckpt, chat_tokenizer_path, prepared_dir, tmp_path):
+    _, base = base_ckpt
+    data = tmp_path / "commands.jsonl"
+    write_commands(data, 100, seed=0)
+    carrying = write_checkpoint(tmp_path / "carrying.ckpt", base, tokenizer_json=chat_tokenizer_path.read_text(encoding="utf-8"))
+    other = prepared_dir / "tokenizer.json"  # another BPE, same special tokens
+    with pytest.raises(FlightMindError, match=rf"{other} is not the tokenizer {carrying} was pretrained with"):
+        fit_briefly(FinetuneModule(str(carrying), lora_r=4, lora_alpha=8), data, other)
+    fit_briefly(FinetuneModule(str(carrying), lora_r=4, lora_alpha=8), data, chat_tokenizer_path)  # its own: fine
+
+    # A base without a tokenizer: at least the vocabulary must fit its embedding rows.
+    path, _ = base_ckpt
+    with pytest.raises(FlightMindError, match=r"has 1024 tokens but the base .* has 512 embedding rows"):
+        fit_briefly(FinetuneModule(str(path), lora_r=4, lora_alpha=8), data, other)
