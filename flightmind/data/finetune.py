@@ -6,8 +6,9 @@ Every record is tokenized once in ``setup`` with the chat template (chat.py) and
 with no assistant token to learn is dropped and counted too. Batches are padded to their longest
 record with ``<|endoftext|>``; padding has the label ``IGNORE_INDEX`` and ``attention_mask`` False.
 
-Validation records are held out by a hash of (seed, file name, line), the same rule ``prepare``
-uses, unless ``val_files`` are given. Validation and test batches give the masked loss; the first
+Validation records are held out by a hash of the seed and the record's user turns, unless
+``val_files`` are given: records that share a prompt land on the same side, so validation scores
+prompts the model never trained on (synthetic commands repeat their phrasings). Validation and test batches give the masked loss; the first
 ``action_eval_records`` evaluated records that end in a JSON action also become ``action_set``
 (prompt tokens and reference action), which the module decodes from to score action accuracy.
 """
@@ -86,7 +87,7 @@ class FinetuneDataModule(L.LightningDataModule):
             tokenizer_path: the pretraining tokenizer (its special tokens are the chat markers).
             val_files: held-out chat files; when unset, ``val_fraction`` of the train files' records.
             test_files: records for ``flightmind test``; when unset, the validation records.
-            val_fraction: share of records held out for validation (by a hash of seed, file, line).
+            val_fraction: share of records held out for validation (by a hash of seed and user turns).
             max_seq_len: longest input the model sees; longer records are cut and counted.
             batch_size: records per micro-batch on each device.
             num_workers: DataLoader worker processes per device.
@@ -140,16 +141,16 @@ class FinetuneDataModule(L.LightningDataModule):
         rank_zero_info(f"wrote {self.build_commands:,} synthetic commands to {missing[0]}")
 
     def _read(self, paths: list[str], split: bool) -> tuple[list[list[Message]], list[list[Message]]]:
-        """Records of the files; with ``split``, (kept, held out) by the validation hash."""
-        from flightmind.data.prepare import is_validation
+        """Records of the files; with ``split``, (kept, held out) by a hash of their user turns."""
+        from flightmind.data.prepare import is_held_out
 
         kept, held_out = [], []
         for path in paths:
-            name = Path(path).name
-            for line_no, messages in read_chat_records(
+            for _, messages in read_chat_records(
                 path, system_prompt=self.system_prompt, strict=self.strict, counts=self.stats.skipped
             ):
-                if split and is_validation(self.seed, name, line_no, self.val_fraction):
+                prompt = "\n".join(m.content for m in messages if m.role == "user")
+                if split and is_held_out(self.seed, prompt, self.val_fraction):
                     held_out.append(messages)
                 else:
                     kept.append(messages)

@@ -118,8 +118,13 @@ def block_documents(block: bytes, first_line: int, *, source: str, text_key: str
 
 
 def is_validation(seed: int, file_name: str, line_no: int, val_fraction: float) -> bool:
-    digest = hashlib.blake2b(f"{seed}:{file_name}:{line_no}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") < val_fraction * 2**64
+    return is_held_out(seed, f"{file_name}:{line_no}", val_fraction)
+
+
+def is_held_out(seed: int, key: str, fraction: float) -> bool:
+    """Whether ``key`` falls in the held-out ``fraction``: a hash, the same on every machine and run."""
+    digest = hashlib.blake2b(f"{seed}:{key}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") < fraction * 2**64
 
 
 def encode_documents(tokenizer: Tokenizer, texts: list[str], eot: int) -> np.ndarray:

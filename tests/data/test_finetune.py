@@ -80,6 +80,28 @@ def test_validation_split_is_held_out_by_seed(tmp_path, chat_tokenizer_path):
     assert dm.tokenizer.decode(first["prompt"], skip_special_tokens=False) == f"<|user|>squawk {first['action']['value']}<|end|><|assistant|>"
 
 
+def test_records_sharing_a_prompt_stay_on_one_side_of_the_split(tmp_path, chat_tokenizer_path):
+    # Synthetic commands repeat their phrasings: 2,000 records hold far fewer distinct prompts.
+    data = tmp_path / "commands.jsonl"
+    write_commands(data, 2000, seed=0)
+    records = [json.loads(line) for line in data.read_text().splitlines()]
+    prompts = [next(m["content"] for m in r["messages"] if m["role"] == "user") for r in records]
+    assert len(set(prompts)) < 0.9 * len(prompts)
+    dm = FinetuneDataModule([str(data)], tokenizer_path=str(chat_tokenizer_path), val_fraction=0.1)
+    dm.setup("fit")
+    user_id, end_id = dm.tokenizer.token_to_id("<|user|>"), dm.tokenizer.token_to_id("<|end|>")
+
+    def prompt_of(tokens):
+        tokens = tokens.tolist()
+        start = tokens.index(user_id) + 1
+        return tuple(tokens[start : tokens.index(end_id, start)])
+
+    train = {prompt_of(t) for t, _ in dm.train_set}
+    held_out = [prompt_of(t) for t, _ in dm.eval_set]
+    assert 100 <= len(held_out) <= 300 and len(dm.train_set) + len(held_out) == 2000
+    assert not train & set(held_out), "a validation prompt also occurs in training"
+
+
 def test_system_prompt_is_added_to_records_without_one(tmp_path, chat_tokenizer_path):
     data = write_lines(tmp_path / "pairs.jsonl", [{"prompt": "gear up", "response": "Roger, gear up."}])
     dm = FinetuneDataModule([str(data)], tokenizer_path=str(chat_tokenizer_path), val_files=[str(data)], system_prompt="Be brief.")
