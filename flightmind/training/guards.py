@@ -35,7 +35,9 @@ class NonFinite:
     last_finite_loss: float | None
     skipped_before: int
 
-    def message(self, checkpoint: str, skip_nonfinite: int) -> str:
+    def message(self, checkpoint: str, skip_nonfinite: int, updates_held: bool = True) -> str:
+        """``updates_held``: no update landed after the failing step (False under float16's GradScaler,
+        which skips only the overflowing steps itself)."""
         last = (
             f"the last finite loss was {self.last_finite_loss:.4f} at step {self.last_finite_step}"
             if self.last_finite_step is not None
@@ -46,10 +48,16 @@ class NonFinite:
             if skip_nonfinite
             else " (set model.skip_nonfinite: N to skip up to N such steps instead)"
         )
+        saved = (
+            f"The weights and optimizer state from before step {self.step} are saved in {checkpoint}"
+            if updates_held
+            else f"The weights and optimizer state at the stop (float16: GradScaler skipped the overflowing updates, "
+            f"the finite ones after step {self.step} were applied) are saved in {checkpoint}"
+        )
         return (
             f"training stopped: non-finite loss or gradient norm at step {self.step} (loss {self.loss}, gradient "
-            f"norm {self.grad_norm}){skipped}; {last}. {USUAL_CAUSES} The weights and optimizer state from before "
-            f"step {self.step} are saved in {checkpoint}: resume from it with --ckpt_path {checkpoint} once fixed."
+            f"norm {self.grad_norm}){skipped}; {last}. {USUAL_CAUSES} {saved}: resume from it with --ckpt_path "
+            f"{checkpoint} once fixed."
         )
 
 

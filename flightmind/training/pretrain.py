@@ -192,13 +192,14 @@ class PretrainModule(L.LightningModule):
         self.log("train/nonfinite_steps", float(self.guard.skipped))
         if failure is None:
             return
-        # No update has landed since the failing step (the guard keeps found_inf at 1): save that state.
+        # No update has landed since the failing step (the guard keeps found_inf at 1; not so under
+        # float16, where GradScaler owns found_inf): save that state.
         dirpath = getattr(self.trainer.checkpoint_callback, "dirpath", None) or self.trainer.default_root_dir
         path = str(Path(dirpath) / f"last_good_before_step_{failure.step}.ckpt")
         if failure.last_finite_loss is not None:
             self.last_step_loss = torch.tensor(failure.last_finite_loss)
         self.trainer.save_checkpoint(path)
-        raise FlightMindError(failure.message(path, self.guard.skip_nonfinite))
+        raise FlightMindError(failure.message(path, self.guard.skip_nonfinite, updates_held=not self._grad_scaler()))
 
     def _grad_scaler(self) -> bool:
         """float16 training: a GradScaler owns unscaling and skipping (absent outside a Trainer)."""

@@ -69,7 +69,8 @@ class Recorder(L.Callback):
         self.losses[trainer.global_step - 1] = float(pl_module.last_step_loss)
 
 
-def train_with_nan(tmp_path, nan_steps, max_steps, log_every, **module_args):
+def train_with_nan(tmp_path, nan_steps, max_steps, log_every, factor=NAN, **module_args):
+    """A Trainer whose loss is multiplied by ``factor`` (NaN: non-finite) at the steps ``nan_steps``."""
     torch.manual_seed(0)
     module = PretrainModule(depth=2, vocab_size=512, max_seq_len=64, warmup_steps=1, **module_args)
     module.configure_model()
@@ -77,7 +78,7 @@ def train_with_nan(tmp_path, nan_steps, max_steps, log_every, **module_args):
 
     def loss(batch):
         value = real_loss(batch)
-        return value * NAN if module.trainer.global_step in nan_steps else value
+        return value * factor if module.trainer.global_step in nan_steps else value
 
     module.loss = loss
     recorder = Recorder()
@@ -158,3 +159,19 @@ def test_one_ranks_non_finite_step_is_skipped_by_every_rank(tmp_path):
     results = torch.multiprocessing.Manager().dict()
     torch.multiprocessing.spawn(_guard_rank, args=(str(tmp_path / "init"), results), nprocs=2)
     assert dict(results) == {0: [0.0, 1.0, 0.0], 1: [0.0, 1.0, 0.0]}
+
+
+def test_the_message_says_when_later_updates_were_applied():
+    guard = TrainingGuard()
+    observe_all(guard, [5.0, NAN, 4.0])
+    failure = guard.check()[0]
+    assert "from before step 1 are saved in c.ckpt" in failure.message("c.ckpt", 0)
+    fp16 = failure.message("c.ckpt", 0, updates_held=False)
+    assert "from before" not in fp16 and "the finite ones after step 1 were applied) are saved in c.ckpt" in fp16
+
+
+def test_a_loss_spike_in_training_is_a_warning_naming_its_step(tmp_path):
+    trainer, module, recorder, fit = train_with_nan(tmp_path, {6}, max_steps=8, log_every=4, factor=5.0, spike_window=8)
+    with pytest.warns(UserWarning, match=r"loss spike at step 6\b"):
+        fit()
+    assert trainer.global_step == 8 and module.guard.skipped == 0  # a warning, not a stop
