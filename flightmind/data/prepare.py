@@ -501,17 +501,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    meta = prepare(
-        args.inputs,
-        args.out,
-        tokenizer=args.tokenizer,
-        vocab_size=args.vocab_size,
-        val_fraction=args.val_fraction,
-        text_key=args.text_key,
-        workers=args.workers,
-        strict=args.strict,
-        seed=args.seed,
-    )
+    try:
+        meta = prepare(
+            args.inputs,
+            args.out,
+            tokenizer=args.tokenizer,
+            vocab_size=args.vocab_size,
+            val_fraction=args.val_fraction,
+            text_key=args.text_key,
+            workers=args.workers,
+            strict=args.strict,
+            seed=args.seed,
+        )
+    except KeyboardInterrupt:
+        print(f"interrupted; temporary files removed: rerun to prepare {args.out}", file=sys.stderr)
+        return 130
     print(format_summary(meta, args.out))
     return 0
 
@@ -525,9 +529,6 @@ def main(argv: list[str] | None = None) -> int:
     except FlightMindError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"interrupted; temporary files removed: rerun to prepare {args.out}", file=sys.stderr)
-        return 130
 
 
 if __name__ == "__main__":

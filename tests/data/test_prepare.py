@@ -263,3 +263,15 @@ def test_real_corpus_round_trip(tmp_path, corpus):
     nws = str(SHARED_DATA / "aviation" / "nws_weather_products.jsonl")
     assert meta["files"][nws]["skipped_lines"]["control_chars"] == 1
     assert meta["skipped_lines"]["control_chars"] == 1 and sum(meta["skipped_lines"].values()) == 1
+
+
+def test_ctrl_c_in_flightmind_prepare_is_one_line_not_a_traceback(monkeypatch, tmp_path, capsys):
+    import flightmind.data.prepare as module
+    from flightmind.cli import main
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(module, "prepare", interrupted)
+    assert main(["prepare", "--input", "a.jsonl", "--out", str(tmp_path / "out")]) == 130
+    assert capsys.readouterr().err == f"interrupted; temporary files removed: rerun to prepare {tmp_path / 'out'}\n"
