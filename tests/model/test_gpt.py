@@ -90,3 +90,18 @@ def test_cache_and_context_limits_are_errors():
     model(torch.zeros(1, 6, dtype=torch.long), cache)
     with pytest.raises(ValueError, match="capacity of 8"):
         model(torch.zeros(1, 3, dtype=torch.long), cache)
+
+
+def test_training_attention_takes_sdpas_causal_path_without_a_mask(monkeypatch):
+    # An explicit mask would rule out the flash kernel; is_causal with no mask keeps it.
+    calls = []
+    sdpa = F.scaled_dot_product_attention
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return sdpa(*args, **kwargs)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", spy)
+    model = GPT(GPTConfig.from_depth(2, vocab_size=256, max_seq_len=64))
+    model(torch.randint(0, 256, (2, 64))).float().mean().backward()
+    assert len(calls) == 2 and all(call == {"is_causal": True} for call in calls)

@@ -86,3 +86,21 @@ def test_weight_decay_groups_survive_fsdp_flattening_the_parameters():
     decay, no_decay = module.configure_optimizers()["optimizer"].param_groups
     assert {id(p) for p in decay["params"]} == matrices and decay["weight_decay"] == 0.1
     assert len(no_decay["params"]) == 2 * 2 + 1
+
+
+def test_the_compiled_model_and_loss_are_what_a_training_step_runs(monkeypatch):
+    graphs = []
+
+    def backend(graph_module, example_inputs):  # records what dynamo captured, runs it eagerly
+        graphs.append(graph_module.code)
+        return graph_module.forward
+
+    compile_fn, module_compile = torch.compile, torch.nn.Module.compile
+    monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: compile_fn(fn, backend=backend))
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, **kwargs: module_compile(self, backend=backend))
+    torch._dynamo.reset()
+    module = PretrainModule(depth=2, vocab_size=256, max_seq_len=32, compile=True)
+    module.configure_model()
+    module.loss(torch.randint(0, 256, (2, 33))).backward()
+    assert any("embed" in code and "scaled_dot_product_attention" in code for code in graphs)  # the GPT
+    assert any("cross_entropy" in code for code in graphs)  # the loss
