@@ -66,7 +66,10 @@ def test_no_device_reads_or_barriers_between_logging_steps_in_each_ddp_rank(prep
         "--trainer.devices", "2", "--trainer.strategy", "ddp",
         "--trainer.callbacks+=tests.training.ddp_probe.RankProbe",
     ]  # fmt: skip
-    launch(command, tmp_path, FLIGHTMIND_PROBE_READS="1")
+    output = launch(command, tmp_path, FLIGHTMIND_PROBE_READS="1")
+    # Validation and samples ran under DDP, and only rank 0 wrote (checkpoints, logs) or printed samples.
+    assert output.count(f"samples at step {LOG_EVERY}:") == 1 and output.count(f"samples at step {STEPS}:") == 1
+    assert (tmp_path / "rank0" / "checkpoints").is_dir() and list((tmp_path / "rank1").iterdir()) == []
     for rank in range(2):
         record = json.loads((tmp_path / "probe" / f"rank{rank}.json").read_text())
         assert record["world_size"] == 2
