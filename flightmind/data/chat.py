@@ -26,6 +26,7 @@ from tokenizers import Tokenizer
 
 from flightmind.data.documents import BadLine, SkipCounts, document_text, iter_jsonl, skip_or_raise
 from flightmind.data.tokenizer import SPECIAL_TOKENS
+from flightmind.errors import FlightMindError
 
 IGNORE_INDEX = -100
 ROLES = ("system", "user", "assistant")
@@ -130,7 +131,13 @@ def parse_action(text: str) -> dict | None:
 class ChatTemplate:
     """Turns messages into token ids and labels with one tokenizer's special-token ids."""
 
-    def __init__(self, tokenizer: Tokenizer) -> None:
+    def __init__(self, tokenizer: Tokenizer, source: str = "the tokenizer") -> None:
+        missing = [marker for marker in (*ROLE_MARKERS.values(), END) if tokenizer.token_to_id(marker) is None]
+        if missing:
+            raise FlightMindError(
+                f"{source} has no {', '.join(missing)} token(s): fine-tune with the tokenizer of the pretraining run "
+                "(`flightmind prepare` trains one with every chat marker as a single token)"
+            )
         self.tokenizer = tokenizer
         self.role_ids = {role: tokenizer.token_to_id(marker) for role, marker in ROLE_MARKERS.items()}
         self.end_id = tokenizer.token_to_id(END)

@@ -183,7 +183,7 @@ class FinetuneDataModule(L.LightningDataModule):
 
     def setup(self, stage: str) -> None:
         self.tokenizer = load_tokenizer(self.tokenizer_path)
-        self.template = ChatTemplate(self.tokenizer)
+        self.template = ChatTemplate(self.tokenizer, source=self.tokenizer_path)
         self.stats = ChatDataStats()
         for path in self.train_files + (self.val_files or []) + (self.test_files or []):
             if not Path(path).is_file():

@@ -109,3 +109,14 @@ def test_actions_are_parsed_not_string_compared():
     assert parse_action('{"action": "heading", "value": 360') is None  # cut off
     assert parse_action("Roger, turning to heading 360.") is None
     assert reference_action([Message("user", "x"), Message("assistant", "no json here")]) is None
+
+
+def test_a_tokenizer_without_the_chat_markers_is_refused_by_name():
+    from tokenizers import Tokenizer, models
+
+    from flightmind.errors import FlightMindError
+
+    bare = Tokenizer(models.BPE())
+    bare.add_special_tokens(["<|endoftext|>", "<|user|>"])
+    with pytest.raises(FlightMindError, match=r"tok\.json has no <\|system\|>, <\|assistant\|>, <\|end\|> token"):
+        ChatTemplate(bare, source="tok.json")
