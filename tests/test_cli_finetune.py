@@ -140,3 +140,20 @@ def test_d24_config_is_the_specs_setup(capsys):
     mark_only_lora_as_trainable(model)
     trainable, total = count_parameters(model)
     assert 0.01 <= trainable / total <= 0.015
+
+
+def test_generate_chat_asks_the_finetuned_model_in_its_template(finetune_run, capsys):
+    from flightmind.cli import main
+    from flightmind.data.chat import DEFAULT_SYSTEM_PROMPT
+    from flightmind.model.generate import chat_prompt, complete
+
+    cwd, _ = finetune_run
+    ckpt = cwd / "checkpoints" / "finetune_smoke" / "final.ckpt"
+    prompt = "squawk seven seven zero zero"
+    args = ["generate", "--ckpt", str(ckpt), "--prompt", prompt, "--chat", "--max-new-tokens", "24", "--temperature", "0", "--device", "cpu"]
+    assert main(args) == 0
+    model, tokenizer = load_trained(ckpt)
+    ids = chat_prompt(tokenizer, prompt, DEFAULT_SYSTEM_PROMPT)
+    assert capsys.readouterr().out == complete(model, tokenizer, prompt, 24, temperature=0.0, prompt_ids=ids).text + "\n"
+    assert main(["generate", "--ckpt", str(ckpt), "--prompt", prompt, "--system", "x"]) == 2
+    assert "--system sets the system turn of --chat" in capsys.readouterr().err

@@ -113,6 +113,14 @@ def encode_prompt(tokenizer: Tokenizer, prompt: str) -> list[int]:
     return [eot_id(tokenizer), *tokenizer.encode(prompt, add_special_tokens=False).ids]
 
 
+def chat_prompt(tokenizer: Tokenizer, prompt: str, system: str | None) -> list[int]:
+    """The prompt as a user turn of the fine-tuning chat template, asking for the assistant's answer."""
+    from flightmind.data.chat import ChatTemplate, Message
+
+    messages = ([Message("system", system)] if system else []) + [Message("user", prompt)]
+    return ChatTemplate(tokenizer).prompt(messages)
+
+
 class TextStream:
     """Turns tokens into text as they come, holding back a character whose bytes are still incomplete."""
 
@@ -143,14 +151,17 @@ def complete(
     max_new_tokens: int,
     *,
     on_text: Callable[[str], None] | None = None,
+    prompt_ids: list[int] | None = None,
     **sampling,
 ) -> TextStream:
     """The continuation of ``prompt`` (``.text``, ``.ids``); ``on_text`` receives the text piece by piece.
 
+    ``prompt_ids`` replaces the prompt's encoding as a document's start (e.g. ``chat_prompt``).
     ``sampling`` takes the keyword arguments of ``generate`` (temperature, top_k, top_p, generator, use_cache).
     """
     stream = TextStream(tokenizer)
-    for token in generate(model, encode_prompt(tokenizer, prompt), max_new_tokens, stop_ids=stop_ids(tokenizer), **sampling):
+    ids = encode_prompt(tokenizer, prompt) if prompt_ids is None else prompt_ids
+    for token in generate(model, ids, max_new_tokens, stop_ids=stop_ids(tokenizer), **sampling):
         piece = stream.push(token)
         if piece and on_text is not None:
             on_text(piece)
@@ -167,7 +178,11 @@ def complete(
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ckpt", required=True, metavar="PATH", help="a checkpoint written by `flightmind fit` (pretraining or LoRA, "
                         "e.g. checkpoints/d8/best.ckpt) or a directory written by `flightmind export`")
-    parser.add_argument("--prompt", required=True, help="text to continue")
+    parser.add_argument("--prompt", required=True, help="text to continue (with --chat: the user's message)")
+    parser.add_argument("--chat", action="store_true", help="ask a fine-tuned model: the prompt becomes a user turn of the "
+                        "chat template and the assistant's answer is printed")
+    parser.add_argument("--system", default=None, help="with --chat: the system prompt (default: the one fine-tuning "
+                        "adds to records without one)")
     parser.add_argument("--max-new-tokens", type=int, default=200, help="at most this many new tokens (default: 200)")
     parser.add_argument("--temperature", type=float, default=0.8, help="sampling temperature; 0 is greedy (default: 0.8)")
     parser.add_argument("--top-k", type=int, default=None, help="sample among the k most likely tokens")
@@ -182,6 +197,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _check_arguments(args: argparse.Namespace) -> None:
     if args.max_new_tokens < 1:
         raise FlightMindError(f"--max-new-tokens must be at least 1, not {args.max_new_tokens}")
+    if args.system is not None and not args.chat:
+        raise FlightMindError("--system sets the system turn of --chat: add --chat, or drop --system")
     if args.temperature < 0:
         raise FlightMindError(f"--temperature must be 0 (greedy) or more, not {args.temperature}")
     if args.top_k is not None and args.top_k < 1:
@@ -202,8 +219,14 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write(piece)
         sys.stdout.flush()
 
+    prompt_ids = None
+    if args.chat:
+        from flightmind.data.chat import DEFAULT_SYSTEM_PROMPT
+
+        prompt_ids = chat_prompt(tokenizer, args.prompt, DEFAULT_SYSTEM_PROMPT if args.system is None else args.system)
+    shown_prompt = "" if args.chat else args.prompt  # a chat answer stands alone
     if args.stream:
-        show(args.prompt)
+        show(shown_prompt)
     started = time.perf_counter()
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
         completion = complete(
@@ -212,6 +235,7 @@ def run(args: argparse.Namespace) -> int:
             args.prompt,
             args.max_new_tokens,
             on_text=show if args.stream else None,
+            prompt_ids=prompt_ids,
             temperature=args.temperature,
             top_k=args.top_k,
             top_p=args.top_p,
@@ -219,7 +243,7 @@ def run(args: argparse.Namespace) -> int:
             use_cache=not args.no_cache,
         )
     seconds = time.perf_counter() - started
-    print("" if args.stream else args.prompt + completion.text)
+    print("" if args.stream else shown_prompt + completion.text)
     tokens = len(completion.ids)
     print(f"[{tokens} tokens in {seconds:.2f} s, {tokens / seconds:.1f} tokens/s]", file=sys.stderr)
     return 0

@@ -153,3 +153,17 @@ def test_streamed_text_equals_the_decoded_tokens_with_split_characters(prepared_
     pieces = [stream.push(token) for token in ids] + [stream.flush()]
     assert "".join(pieces) == text and not any("\ufffd" in piece for piece in pieces)
     assert stop_ids(tokenizer) == {tokenizer.token_to_id("<|endoftext|>"), tokenizer.token_to_id(END)}
+
+
+def test_a_chat_prompt_is_what_fine_tuning_asks_the_assistant_with(chat_tokenizer_path):
+    from flightmind.data.chat import DEFAULT_SYSTEM_PROMPT, ChatTemplate, record_messages
+    from flightmind.data.tokenizer import load_tokenizer
+    from flightmind.model.generate import chat_prompt
+
+    tokenizer = load_tokenizer(chat_tokenizer_path)
+    record = {"prompt": "turn heading three six zero", "response": '{"action": "heading", "value": 360}'}
+    scored = ChatTemplate(tokenizer).prompt(record_messages(record, system_prompt=DEFAULT_SYSTEM_PROMPT))
+    assert chat_prompt(tokenizer, record["prompt"], DEFAULT_SYSTEM_PROMPT) == scored
+    assert tokenizer.decode(scored, skip_special_tokens=False) == (
+        f"<|system|>{DEFAULT_SYSTEM_PROMPT}<|end|><|user|>turn heading three six zero<|end|><|assistant|>"
+    )
