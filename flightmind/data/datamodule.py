@@ -127,7 +127,7 @@ class PretrainDataModule(L.LightningDataModule):
                 trainer.callbacks.append(MixingMonitor())
 
     def _loader_kwargs(self, **kwargs) -> dict:
-        return dict(loader_options(self.trainer, self.batch_size, self.num_workers), drop_last=True, **kwargs)
+        return dict(loader_options(self.trainer, self.num_workers), batch_size=self.batch_size, drop_last=True, **kwargs)
 
     def train_dataloader(self) -> DataLoader:
         dataset = PackedSequences(self.data_dir / "train.bin", self.seq_len)
@@ -147,9 +147,7 @@ class PretrainDataModule(L.LightningDataModule):
                 world_size=trainer.world_size,
                 workers=self.num_workers,
             )
-            options = loader_options(trainer, batch_size=None, num_workers=self.num_workers)
-            del options["batch_size"]  # the dataset yields whole micro-batches
-            return MixedLoader(mixed, **options)
+            return MixedLoader(mixed, **loader_options(trainer, self.num_workers))  # it batches itself
         sampler = StreamSampler(
             dataset,
             length=micro_batches * self.batch_size,

@@ -237,12 +237,14 @@ class FinetuneDataModule(L.LightningDataModule):
             rank=trainer.global_rank,
             world_size=trainer.world_size,
         )
-        options = loader_options(trainer, self.batch_size, self.num_workers)
-        return ResumableDataLoader(self.train_set, sampler=sampler, collate_fn=self._collate, drop_last=True, **options)
+        options = loader_options(trainer, self.num_workers)
+        return ResumableDataLoader(
+            self.train_set, batch_size=self.batch_size, sampler=sampler, collate_fn=self._collate, drop_last=True, **options
+        )
 
     def _eval_dataloader(self) -> DataLoader:
-        options = loader_options(self.trainer, self.batch_size, self.num_workers)
-        return DataLoader(self.eval_set, shuffle=False, collate_fn=self._collate, **options)
+        options = loader_options(self.trainer, self.num_workers)
+        return DataLoader(self.eval_set, batch_size=self.batch_size, shuffle=False, collate_fn=self._collate, **options)
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_dataloader()

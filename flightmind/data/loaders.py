@@ -18,7 +18,7 @@ def training_micro_batches(trainer: L.Trainer, run: str) -> int:
     return trainer.max_steps * trainer.accumulate_grad_batches
 
 
-def loader_options(trainer: L.Trainer | None, batch_size: int | None, num_workers: int) -> dict:
+def loader_options(trainer: L.Trainer | None, num_workers: int) -> dict:
     """DataLoader keywords: pinned memory when training on CUDA, workers kept alive between epochs."""
     pin = trainer is not None and trainer.strategy.root_device.type == "cuda"
-    return dict(batch_size=batch_size, num_workers=num_workers, pin_memory=pin, persistent_workers=num_workers > 0)
+    return dict(num_workers=num_workers, pin_memory=pin, persistent_workers=num_workers > 0)

@@ -147,7 +147,8 @@ class FinetuneModule(PretrainModule):
         tokenizer_path = getattr(datamodule, "tokenizer_path", None)
         if tokenizer_path is None:
             return
-        if self._base_tokenizer_sha is not None and tokenizer_hash(load_tokenizer(tokenizer_path)) != self._base_tokenizer_sha:
+        tokenizer = getattr(datamodule, "tokenizer", None) or load_tokenizer(tokenizer_path)  # loaded in setup
+        if self._base_tokenizer_sha is not None and tokenizer_hash(tokenizer) != self._base_tokenizer_sha:
             raise FlightMindError(
                 f"{tokenizer_path} is not the tokenizer {base} was pretrained with: set data.tokenizer_path to that "
                 "run's tokenizer.json (the prepared data directory's, or `flightmind export` the base and use its copy)"

@@ -17,7 +17,7 @@ def test_the_training_stream_covers_every_micro_batch_of_the_run():
 
 def test_loader_options_pin_only_for_cuda_and_keep_workers_alive():
     trainer = L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False)
-    assert loader_options(trainer, 8, 2) == {"batch_size": 8, "num_workers": 2, "pin_memory": False, "persistent_workers": True}
+    assert loader_options(trainer, 2) == {"num_workers": 2, "pin_memory": False, "persistent_workers": True}
     on_gpu = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device("cuda", 0)))
-    assert loader_options(on_gpu, 8, 2)["pin_memory"] is True
-    assert loader_options(None, 4, 0) == {"batch_size": 4, "num_workers": 0, "pin_memory": False, "persistent_workers": False}
+    assert loader_options(on_gpu, 2)["pin_memory"] is True
+    assert loader_options(None, 0) == {"num_workers": 0, "pin_memory": False, "persistent_workers": False}
