@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+from flightmind.atomic import write_text
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
@@ -78,6 +80,4 @@ def write_report(lines: list[str], name: str) -> None:
     print(report, end="")
     path = RESULTS_DIR / name
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{name}.tmp")
-    tmp.write_text(report)
-    os.replace(tmp, path)
+    write_text(path, report)

@@ -26,7 +26,7 @@ sys.path.insert(0, str(REPO_ROOT))  # this checkout's flightmind
 import lightning as L  # noqa: E402
 import torch  # noqa: E402
 
-from flightmind.data.chat import IGNORE_INDEX  # noqa: E402
+from flightmind.contracts import IGNORE_INDEX  # noqa: E402
 from flightmind.model import GPT, GPTConfig  # noqa: E402
 from flightmind.training.finetune import FinetuneModule  # noqa: E402
 from flightmind.training.pretrain import PretrainModule  # noqa: E402

@@ -9,11 +9,11 @@ optional extra ``plot`` (matplotlib).
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 from lightning.pytorch.core.saving import load_hparams_from_yaml
 
+from flightmind.atomic import replace_with
 from flightmind.errors import FlightMindError
 from flightmind.model.config import GPTConfig
 
@@ -90,13 +90,7 @@ def draw(run_dir: str | Path, out: str | Path, name: str | None = None) -> Path:
         if log:
             axes.set_yscale("log")
         axes.legend()
-    tmp = out.with_name(out.name + ".tmp")
-    try:
-        figure.savefig(tmp, format=out.suffix.lstrip(".") or "png", dpi=100)
-        os.replace(tmp, out)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        raise FlightMindError(f"cannot write {out}: {err.strerror or err}") from None
+    replace_with(out, lambda tmp: figure.savefig(tmp, format=out.suffix.lstrip(".") or "png", dpi=100))
     return out
 
 

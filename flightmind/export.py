@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 import torch
 
-from flightmind.data.tokenizer import save_tokenizer, tokenizer_hash
+from flightmind.atomic import replace_with
+from flightmind.contracts import tokenizer_hash
+from flightmind.data.tokenizer import save_tokenizer
 from flightmind.errors import FlightMindError
 from flightmind.model.checkpoint import (
     CONFIG_FILE,
@@ -42,16 +43,6 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 # ---------------------------------------------------------------------------------------------
 # Writing an exported model
-
-
-def _replace_atomically(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise FlightMindError(f"cannot write {path}: {e.strerror or e}") from None
 
 
 def export(
@@ -76,9 +67,9 @@ def export(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / CONFIG_FILE).unlink(missing_ok=True)  # the directory is incomplete until the new one is written
-    _replace_atomically(out / WEIGHTS_FILE, lambda tmp: safetensors.save_file(state, str(tmp), metadata={"format": "pt"}))
+    replace_with(out / WEIGHTS_FILE, lambda tmp: safetensors.save_file(state, str(tmp), metadata={"format": "pt"}))
     save_tokenizer(tok, out / TOKENIZER_FILE)
-    _replace_atomically(out / CONFIG_FILE, lambda tmp: tmp.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8"))
+    replace_with(out / CONFIG_FILE, lambda tmp: tmp.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8"))
     return config
 
 

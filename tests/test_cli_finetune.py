@@ -6,7 +6,7 @@ import shutil
 import pytest
 import torch
 
-from flightmind.data.tokenizer import load_tokenizer
+from flightmind.contracts import load_tokenizer
 from flightmind.model.checkpoint import build_model, load_trained, read_checkpoint
 from tests.helpers import REPO, flightmind, scalars
 

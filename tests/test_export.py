@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from flightmind.data.tokenizer import load_tokenizer
+from flightmind.contracts import load_tokenizer
 from flightmind.errors import FlightMindError
 from flightmind.export import export
 from flightmind.model import GPT

@@ -25,13 +25,11 @@ from pathlib import Path
 from tokenizers import Tokenizer
 
 from flightmind.data.documents import BadLine, SkipCounts, document_text, iter_jsonl, skip_or_raise
-from flightmind.data.tokenizer import SPECIAL_TOKENS
+from flightmind.contracts import ASSISTANT, END, IGNORE_INDEX, SPECIAL_TOKENS, SYSTEM, USER
 from flightmind.errors import FlightMindError
 
-IGNORE_INDEX = -100
 ROLES = ("system", "user", "assistant")
-ROLE_MARKERS = {"system": "<|system|>", "user": "<|user|>", "assistant": "<|assistant|>"}
-END = "<|end|>"
+ROLE_MARKERS = {"system": SYSTEM, "user": USER, "assistant": ASSISTANT}
 DEFAULT_SYSTEM_PROMPT = "You are FlightMind, an aviation AI copilot for AIDA."
 
 # Reasons a chat record is skipped (after documents.py's not_json and invalid_utf8 for the line itself).

@@ -104,7 +104,7 @@ class PretrainDataModule(L.LightningDataModule):
             prepare(aviation, self.data_dir, val_fraction=0.02, extra_meta={"demo": True}, progress=False)
 
     def setup(self, stage: str) -> None:
-        from flightmind.data.prepare import read_meta
+        from flightmind.contracts import read_meta
 
         if not (self.data_dir / "meta.json").is_file():
             hint = "set data.build_demo: true for the demo corpus, or " if not self.build_demo else ""
@@ -169,7 +169,7 @@ class PretrainDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         from flightmind.data.heldout import HeldOutDocuments, RankShard, collate_windows
-        from flightmind.data.tokenizer import load_tokenizer
+        from flightmind.contracts import load_tokenizer
 
         if self.test_file is None:
             raise FlightMindError("set data.test_file (e.g. --data.init_args.test_file held_out.jsonl): a JSONL file or a packed .bin")

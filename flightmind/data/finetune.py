@@ -24,11 +24,11 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader
 
-from flightmind.data.chat import IGNORE_INDEX, ChatTemplate, Message, read_chat_records, reference_action
+from flightmind.contracts import IGNORE_INDEX, eot_id, load_tokenizer
+from flightmind.data.chat import ChatTemplate, Message, read_chat_records, reference_action
 from flightmind.data.documents import SkipCounts
 from flightmind.data.loaders import loader_options, training_micro_batches
 from flightmind.data.sequences import ResumableDataLoader, StreamSampler
-from flightmind.data.tokenizer import eot_id, load_tokenizer
 from flightmind.errors import FlightMindError
 
 ENCODE_CHUNK = 4096  # records per tokenizer.encode_batch call

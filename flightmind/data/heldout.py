@@ -27,10 +27,9 @@ from tokenizers import Tokenizer
 from torch.utils.data import Dataset, DistributedSampler
 
 from flightmind.data.documents import iter_documents
-from flightmind.data.tokenizer import eot_id
+from flightmind.contracts import IGNORE_INDEX, eot_id
 from flightmind.errors import FlightMindError
 
-IGNORE_INDEX = -100  # target of a padding position: F.cross_entropy skips it
 
 
 def jsonl_documents(path: Path, tokenizer: Tokenizer) -> tuple[list[list[int]], list[int]]:

@@ -35,62 +35,23 @@ from tokenizers import Tokenizer
 from tqdm import tqdm
 
 from flightmind.data.documents import SkipCounts, documents, numbered_lines
-from flightmind.data.tokenizer import (
-    check_vocab_size,
+from flightmind.contracts import (
+    META_FILE,
+    SPLITS,
+    TOKEN_DTYPE,
+    TOKENIZER_FILE,
     eot_id,
     load_tokenizer,
+    shard_path,
     tokenizer_hash,
-    train_tokenizer,
 )
+from flightmind.data.tokenizer import check_vocab_size, train_tokenizer
 from flightmind.errors import FlightMindError
 
-SPLITS = ("train", "val")
-TOKEN_DTYPE = np.uint16
-TOKENIZER_FILE = "tokenizer.json"
-META_FILE = "meta.json"
 # Big enough that per-block overhead (pickling, one encode_batch call) vanishes next to the
 # tokenizing, small enough that a few workers get many blocks even from a small corpus.
 BLOCK_BYTES = 1 << 18
 BLOCKS_IN_FLIGHT_PER_WORKER = 2
-
-
-# ---------------------------------------------------------------------------------------------
-# Reading a prepared directory (used by the training data modules)
-
-
-def shard_path(directory: str | Path, split: str) -> Path:
-    return Path(directory) / f"{split}.bin"
-
-
-def read_meta(directory: str | Path) -> dict:
-    """meta.json of a prepared directory, after checking that its shards are the ones it describes."""
-    directory = Path(directory)
-    path = directory / META_FILE
-    if not path.is_file():
-        raise FlightMindError(f"{directory} has no {META_FILE}: run `flightmind prepare --input FILE.jsonl --out {directory}` first")
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-        expected_bytes = {split: meta[split]["tokens"] * np.dtype(meta["dtype"]).itemsize for split in SPLITS}
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise FlightMindError(f"cannot read {path} ({type(e).__name__}: {e}); rerun `flightmind prepare --out {directory}`") from None
-    for split, size in expected_bytes.items():
-        shard = shard_path(directory, split)
-        actual = shard.stat().st_size if shard.is_file() else None
-        if actual != size:
-            found = "is missing" if actual is None else f"has {actual:,} bytes"
-            raise FlightMindError(
-                f"{shard} {found} but {path} says {size:,}: the directory is incomplete or was changed; "
-                f"rerun `flightmind prepare --out {directory}`"
-            )
-    return meta
-
-
-def open_shard(directory: str | Path, split: str) -> np.ndarray:
-    """The tokens of one split, memory-mapped read-only (an empty array for an empty split)."""
-    path = shard_path(directory, split)
-    if path.stat().st_size == 0:  # np.memmap refuses empty files
-        return np.empty(0, dtype=TOKEN_DTYPE)
-    return np.memmap(path, dtype=TOKEN_DTYPE, mode="r")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -58,8 +58,8 @@ from pathlib import Path
 import numpy as np
 
 from flightmind.data.documents import BadLine, SkipCounts, document_text, parse_json_object
-from flightmind.data.prepare import TOKEN_DTYPE, encode_documents
-from flightmind.data.tokenizer import eot_id, load_tokenizer
+from flightmind.contracts import TOKEN_DTYPE, eot_id, load_tokenizer
+from flightmind.data.prepare import encode_documents
 from flightmind.errors import FlightMindError
 
 log = logging.getLogger(__name__)

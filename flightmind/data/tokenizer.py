@@ -6,20 +6,15 @@ to exactly itself; nothing is ever unknown. The special tokens take ids 0..4 so 
 FlightMind trains.
 """
 
-import hashlib
-import os
 from collections.abc import Iterable
 from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
+from flightmind.atomic import replace_with
+from flightmind.contracts import MAX_VOCAB_SIZE, SPECIAL_TOKENS
 from flightmind.errors import FlightMindError
 
-EOT = "<|endoftext|>"
-SPECIAL_TOKENS = (EOT, "<|system|>", "<|user|>", "<|assistant|>", "<|end|>")
-
-# Shards store token ids as uint16.
-MAX_VOCAB_SIZE = 2**16
 # The 256 byte symbols and the special tokens must fit before any merge can be learned.
 MIN_VOCAB_SIZE = 256 + len(SPECIAL_TOKENS)
 
@@ -55,48 +50,4 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 32768) -> Tokenizer:
 
 def save_tokenizer(tokenizer: Tokenizer, path: str | Path) -> None:
     """Write the tokenizer so that `path` is either the old file or the complete new one."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        tokenizer.save(str(tmp))
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise FlightMindError(f"cannot write tokenizer {path}: {e.strerror or e}") from None
-
-
-def load_tokenizer(path: str | Path) -> Tokenizer:
-    path = Path(path)
-    if not path.is_file():
-        raise FlightMindError(f"tokenizer file {path} does not exist; train one with `flightmind prepare`")
-    try:
-        tokenizer = Tokenizer.from_file(str(path))
-    except Exception as e:  # the Rust side raises a bare Exception for unreadable or invalid JSON
-        raise FlightMindError(f"cannot read tokenizer {path}: {e}") from None
-    for token in SPECIAL_TOKENS:
-        token_id = tokenizer.token_to_id(token)
-        if token_id is None or tokenizer.encode(token).ids != [token_id]:
-            raise FlightMindError(
-                f"tokenizer {path} lacks the special token {token}; "
-                f"FlightMind needs all of {', '.join(SPECIAL_TOKENS)}: retrain it with `flightmind prepare`"
-            )
-    vocab_size = tokenizer.get_vocab_size()
-    if vocab_size > MAX_VOCAB_SIZE:
-        raise FlightMindError(
-            f"tokenizer {path} has {vocab_size:,} tokens, which does not fit uint16 token shards "
-            f"(at most {MAX_VOCAB_SIZE:,})"
-        )
-    return tokenizer
-
-
-def tokenizer_hash(tokenizer: Tokenizer) -> str:
-    """sha256 of the tokenizer's compact JSON, which lists vocabulary, merges and added tokens in id
-    order: the same tokenizer gives the same hash however its file was formatted."""
-    return hashlib.sha256(tokenizer.to_str(pretty=False).encode("utf-8")).hexdigest()
-
-
-def eot_id(tokenizer: Tokenizer) -> int:
-    token_id = tokenizer.token_to_id(EOT)
-    if token_id is None:
-        raise FlightMindError(f"tokenizer has no {EOT} token; retrain it with `flightmind prepare`")
-    return token_id
+    replace_with(path, lambda tmp: tokenizer.save(str(tmp)))

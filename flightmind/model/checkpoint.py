@@ -25,7 +25,7 @@ import torch
 from tokenizers import Tokenizer
 from torch import nn
 
-from flightmind.data.tokenizer import load_tokenizer, tokenizer_hash
+from flightmind.contracts import load_tokenizer, tokenizer_hash
 from flightmind.errors import FlightMindError
 from flightmind.model.config import GPTConfig
 from flightmind.model.gpt import GPT

@@ -10,11 +10,10 @@ from collections.abc import Callable, Collection, Iterator
 import torch
 from tokenizers import Tokenizer
 
-from flightmind.data.tokenizer import EOT, eot_id
+from flightmind.contracts import END, EOT, eot_id
 from flightmind.errors import FlightMindError
 from flightmind.model.gpt import GPT, KVCache
 
-END = "<|end|>"  # the end of a chat turn
 
 
 def sample_next(

@@ -23,8 +23,8 @@ from lightning.pytorch.utilities import rank_zero_info
 from tokenizers import Tokenizer
 from torchmetrics import MeanMetric
 
-from flightmind.data.chat import END, IGNORE_INDEX, parse_action
-from flightmind.data.tokenizer import eot_id, load_tokenizer, tokenizer_hash
+from flightmind.contracts import END, IGNORE_INDEX, eot_id, load_tokenizer, tokenizer_hash
+from flightmind.data.chat import parse_action
 from flightmind.errors import FlightMindError
 from flightmind.model.checkpoint import build_model, read_checkpoint, read_model_config
 from flightmind.model.generate import generate

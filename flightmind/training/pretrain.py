@@ -15,8 +15,8 @@ from lightning.pytorch.strategies import FSDPStrategy
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torchmetrics import MeanMetric, SumMetric
 
-from flightmind.data.heldout import IGNORE_INDEX, bits_per_byte
-from flightmind.data.tokenizer import load_tokenizer, tokenizer_hash
+from flightmind.contracts import IGNORE_INDEX, load_tokenizer, tokenizer_hash
+from flightmind.data.heldout import bits_per_byte
 from flightmind.errors import FlightMindError
 from flightmind.model import GPT, Block, GPTConfig
 from flightmind.model.checkpoint import tokenizer_entry

@@ -14,7 +14,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.strategies import DeepSpeedStrategy, FSDPStrategy, ModelParallelStrategy
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
-from flightmind.data.tokenizer import load_tokenizer
+from flightmind.contracts import load_tokenizer
 from flightmind.model.generate import complete
 
 # The spec's built-in prompts: aviation knowledge, procedures, weather, regulations.

@@ -1,7 +1,7 @@
 import pytest
 
+from flightmind.contracts import IGNORE_INDEX
 from flightmind.data.chat import (
-    IGNORE_INDEX,
     ChatTemplate,
     Message,
     parse_action,
@@ -10,7 +10,7 @@ from flightmind.data.chat import (
 )
 from flightmind.data.commands import generate_commands
 from flightmind.data.documents import BadLine
-from flightmind.data.tokenizer import load_tokenizer
+from flightmind.contracts import load_tokenizer
 
 SYSTEM, USER, ASSISTANT, END = 1, 2, 3, 4  # the pretraining tokenizer's special-token ids
 

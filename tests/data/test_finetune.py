@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from flightmind.data.chat import IGNORE_INDEX
+from flightmind.contracts import IGNORE_INDEX
 from flightmind.data.commands import write_commands
 from flightmind.data.finetune import FinetuneDataModule, pad_batch
 from flightmind.errors import FlightMindError

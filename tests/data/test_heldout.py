@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from flightmind.data.datamodule import PretrainDataModule
 from flightmind.data.heldout import HeldOutDocuments
 from flightmind.data.prepare import encode_documents
-from flightmind.data.tokenizer import eot_id, load_tokenizer
+from flightmind.contracts import eot_id, load_tokenizer
 from flightmind.errors import FlightMindError
 from flightmind.training.pretrain import PretrainModule
 

@@ -9,8 +9,10 @@ import pytest
 
 import flightmind.data.prepare as prepare_module
 from flightmind.data.documents import iter_documents
-from flightmind.data.prepare import add_arguments, main, open_shard, prepare, read_meta, run
-from flightmind.data.tokenizer import load_tokenizer, save_tokenizer, tokenizer_hash, train_tokenizer
+from flightmind.data.prepare import add_arguments, main, prepare, run
+from flightmind.contracts import open_shard, read_meta
+from flightmind.data.tokenizer import save_tokenizer, train_tokenizer
+from flightmind.contracts import load_tokenizer, tokenizer_hash
 from flightmind.errors import FlightMindError
 
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"

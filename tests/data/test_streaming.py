@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from flightmind.data.prepare import prepare
 from flightmind.data.sequences import PackedSequences
 from flightmind.data.streaming import DOCUMENTS_PER_READ, GeneralPool, is_transient, open_general_pool
-from flightmind.data.tokenizer import load_tokenizer
+from flightmind.contracts import load_tokenizer
 from flightmind.errors import FlightMindError
 
 TAG = re.compile(r"\[doc (\d+)\]")

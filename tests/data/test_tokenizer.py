@@ -5,16 +5,8 @@ import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
 from flightmind.data.documents import iter_documents
-from flightmind.data.tokenizer import (
-    EOT,
-    SPECIAL_TOKENS,
-    check_vocab_size,
-    eot_id,
-    load_tokenizer,
-    save_tokenizer,
-    tokenizer_hash,
-    train_tokenizer,
-)
+from flightmind.contracts import EOT, SPECIAL_TOKENS, eot_id, load_tokenizer, tokenizer_hash
+from flightmind.data.tokenizer import check_vocab_size, save_tokenizer, train_tokenizer
 from flightmind.errors import FlightMindError
 
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"

@@ -6,7 +6,8 @@ import json
 import pytest
 import torch
 
-from flightmind.data.tokenizer import load_tokenizer, save_tokenizer, train_tokenizer
+from flightmind.data.tokenizer import save_tokenizer, train_tokenizer
+from flightmind.contracts import load_tokenizer
 from flightmind.errors import FlightMindError
 from flightmind.export import export
 from flightmind.model import GPT

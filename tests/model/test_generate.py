@@ -142,8 +142,9 @@ def test_generate_command_errors_name_the_problem(tmp_path, capsys):
 
 
 def test_streamed_text_equals_the_decoded_tokens_with_split_characters(prepared_dir):
-    from flightmind.data.tokenizer import load_tokenizer
-    from flightmind.model.generate import END, TextStream, stop_ids
+    from flightmind.contracts import load_tokenizer
+    from flightmind.model.generate import TextStream, stop_ids
+    from flightmind.contracts import END
 
     tokenizer = load_tokenizer(prepared_dir / "tokenizer.json")
     text = "Wind 270° at 15 kt ✈ — cleared to land"
@@ -157,7 +158,7 @@ def test_streamed_text_equals_the_decoded_tokens_with_split_characters(prepared_
 
 def test_a_chat_prompt_is_what_fine_tuning_asks_the_assistant_with(chat_tokenizer_path):
     from flightmind.data.chat import DEFAULT_SYSTEM_PROMPT, ChatTemplate, record_messages
-    from flightmind.data.tokenizer import load_tokenizer
+    from flightmind.contracts import load_tokenizer
     from flightmind.model.generate import chat_prompt
 
     tokenizer = load_tokenizer(chat_tokenizer_path)

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from flightmind.data.mixing import exact_ratio, is_aviation
-from flightmind.data.tokenizer import load_tokenizer
+from flightmind.contracts import load_tokenizer
 from tests.training import ddp_mixed_run as script
 
 REPO = Path(__file__).resolve().parents[2]

@@ -5,10 +5,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from flightmind.data.chat import IGNORE_INDEX
+from flightmind.contracts import IGNORE_INDEX
 from flightmind.data.commands import write_commands
 from flightmind.data.finetune import FinetuneDataModule
-from flightmind.data.tokenizer import load_tokenizer, tokenizer_hash
+from flightmind.contracts import load_tokenizer, tokenizer_hash
 from flightmind.errors import FlightMindError
 from flightmind.export import export
 from flightmind.model.checkpoint import load_trained

@@ -1,0 +1,95 @@
+"""Writing a file so that its name only ever holds the old or the complete new content.
+
+The content goes to a temporary file created exclusively (never through a planted link) in the
+destination's own directory, is flushed and fsynced, then renamed over the destination; a rename
+within one filesystem is atomic. The directory is fsynced too, so the rename survives a crash.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Iterator
+
+from flightmind.errors import FlightMindError
+
+TEMP_SUFFIX = ".fmtmp"  # every temporary file FlightMind writes ends so: leftovers are recognizable
+
+
+def temporary_path(path: Path) -> Path:
+    """A fresh, exclusively created, empty file beside ``path`` (mode 0644 unless the umask is stricter)."""
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(name, 0o666 & ~umask)  # mkstemp makes 0600; give the file the mode open() would
+    return Path(name)
+
+
+def fsync_directory(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # not every platform/filesystem opens directories
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def replacing(path: str | Path) -> Iterator[Path]:
+    """``with replacing(path) as tmp:`` write the whole content to ``tmp``; on leaving the block it is
+    fsynced and renamed over ``path``. On any failure (a full disk, an interrupt) ``tmp`` is removed
+    and ``path`` is untouched; an OSError becomes one FlightMindError naming ``path``."""
+    path = Path(path)
+    try:
+        tmp = temporary_path(path)
+    except OSError as e:
+        raise FlightMindError(f"cannot write {path}: {e.strerror or e}") from None
+    try:
+        yield tmp
+        with open(tmp, "rb+") as file:
+            os.fsync(file.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise FlightMindError(f"cannot write {path}: {e.strerror or e}") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_directory(path.parent)
+
+
+def replace_with(path: str | Path, write: Callable[[Path], None]) -> None:
+    """``write(tmp)`` writes the whole content to a temporary file that then replaces ``path`` (see ``replacing``)."""
+    with replacing(path) as tmp:
+        write(tmp)
+
+
+@contextmanager
+def atomic_open(path: str | Path, mode: str = "w", **kwargs) -> Iterator[IO]:
+    """``with atomic_open(path) as f: f.write(...)``: ``path`` is replaced only if the block completes."""
+    with replacing(path) as tmp, open(tmp, mode, **kwargs) as file:
+        yield file
+
+
+def write_text(path: str | Path, text: str) -> None:
+    with atomic_open(path, "w", encoding="utf-8") as file:
+        file.write(text)
+
+
+def remove_leftovers(directory: str | Path) -> list[Path]:
+    """Delete temporary files an interrupted write left in ``directory``; return them."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    leftovers = [p for p in directory.glob(f".*{TEMP_SUFFIX}") if p.is_file()]
+    for p in leftovers:
+        p.unlink(missing_ok=True)
+    return leftovers
