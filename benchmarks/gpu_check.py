@@ -50,9 +50,10 @@ from lightning.pytorch.loggers import CSVLogger  # noqa: E402
 from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy  # noqa: E402
 from torch.utils.data import DataLoader, Dataset  # noqa: E402
 
-from flightmind.model import Block  # noqa: E402
+from flightmind.model import Block, GPTConfig  # noqa: E402
 from flightmind.training.budget import GPUS, gpu_for_device_name  # noqa: E402
 from flightmind.training.callbacks import TokenThroughputMonitor  # noqa: E402
+from flightmind.training.optimizer import OptimizerSettings  # noqa: E402
 from flightmind.training.pretrain import PretrainModule  # noqa: E402
 
 H100_PEAK = GPUS["h100"].bf16_flops
@@ -214,10 +215,9 @@ class Check:
         row = Row(case.name, depth, micro_batch, case.compile, label)
         torch.manual_seed(0)
         module = PretrainModule(
-            depth=depth,
-            max_seq_len=self.seq_len,
-            max_lr=3e-3 if self.dry else 6e-4,  # the tiny dry-run models learn visibly in 6 steps at the smoke's rate
-            warmup_steps=1,
+            shape=GPTConfig(depth=depth, vocab_size=32768, max_seq_len=self.seq_len),
+            # the tiny dry-run models learn visibly in 6 steps at the smoke's rate
+            optimizer=OptimizerSettings(max_lr=3e-3 if self.dry else 6e-4, warmup_steps=1),
             compile=case.compile,
             activation_checkpointing=activation_checkpointing,
         )

@@ -26,6 +26,7 @@ sys.path.insert(0, str(REPO_ROOT))  # this checkout's flightmind
 import lightning as L  # noqa: E402
 import torch  # noqa: E402
 
+from flightmind.training.optimizer import OptimizerSettings
 from flightmind.contracts import IGNORE_INDEX  # noqa: E402
 from flightmind.model import GPT, GPTConfig  # noqa: E402
 from flightmind.training.finetune import FinetuneModule  # noqa: E402
@@ -117,14 +118,14 @@ def main() -> None:
         base = write_base(base_path, config)
 
         def full() -> PretrainModule:
-            module = PretrainModule(depth=args.depth, max_seq_len=args.seq_len, warmup_steps=2)
+            module = PretrainModule(shape=GPTConfig(depth=args.depth, max_seq_len=args.seq_len), optimizer=OptimizerSettings(warmup_steps=2))
             module.configure_model()
             module.model.load_state_dict(base.state_dict())
             return module
 
         def lora() -> FinetuneModule:
             torch.manual_seed(0)
-            module = FinetuneModule(str(base_path), lora_r=16, lora_alpha=32, lora_dropout=0.0, warmup_steps=2)
+            module = FinetuneModule(str(base_path), lora_r=16, lora_alpha=32, lora_dropout=0.0, optimizer=OptimizerSettings(warmup_steps=2))
             module.configure_model()
             return module
 

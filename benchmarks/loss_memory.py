@@ -21,7 +21,7 @@ sys.path.insert(0, str(REPO_ROOT))  # this checkout's flightmind
 
 import torch  # noqa: E402
 
-from flightmind.training.pretrain import cross_entropy  # noqa: E402
+from flightmind.training.causal_lm import cross_entropy  # noqa: E402
 
 
 def measure(mode: str, positions: int, vocab: int) -> None:

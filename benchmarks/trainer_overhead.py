@@ -29,6 +29,8 @@ import torch  # noqa: E402
 from lightning.pytorch.loggers import TensorBoardLogger  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
+from flightmind.model import GPTConfig
+from flightmind.training.optimizer import OptimizerSettings
 from flightmind.training.callbacks import TokenThroughputMonitor, persistent_callbacks  # noqa: E402
 from flightmind.training.pretrain import PretrainModule  # noqa: E402
 
@@ -57,7 +59,7 @@ class StepPeriods(L.Callback):
 
 def make_module(args) -> PretrainModule:
     torch.manual_seed(0)
-    module = PretrainModule(depth=args.depth, max_seq_len=args.seq_len, warmup_steps=5)
+    module = PretrainModule(shape=GPTConfig(depth=args.depth, max_seq_len=args.seq_len), optimizer=OptimizerSettings(warmup_steps=5))
     module.configure_model()
     return module
 

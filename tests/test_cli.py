@@ -23,8 +23,14 @@ def test_smoke_run_builds_demo_data_trains_and_checkpoints(smoke_run):
     run_dir = cwd / "lightning_logs" / "version_0"
     losses = scalars(run_dir, "train/loss")
     assert [step for step, _ in losses] == list(range(20))
-    assert losses[0][1] == pytest.approx(10.4, abs=0.15)  # ≈ ln(32768) at initialization
-    assert losses[0][1] - losses[-1][1] >= 1.5
+    # The vocabulary follows the demo tokenizer, rounded up to a multiple of 128 and said at start.
+    checkpoint = torch.load(cwd / "checkpoints" / "smoke" / "final.ckpt", weights_only=True)
+    tokens = len(json.loads(checkpoint["tokenizer"]["json"])["model"]["vocab"])
+    vocab = checkpoint["model_config"]["vocab_size"]
+    assert vocab == -(-tokens // 128) * 128 and vocab < 32768
+    assert f"model.shape.vocab_size {vocab:,} (rounded up to a multiple of 128" in result.stdout + result.stderr
+    assert losses[0][1] == pytest.approx(math.log(vocab), abs=0.15)  # ≈ uniform at initialization
+    assert losses[0][1] - losses[-1][1] >= 1.5 and losses[-1][1] < 7
     for tag in ("train/ppl", "train/grad_norm", "lr/pg1", "train/device/items_per_sec"):
         assert scalars(run_dir, tag), tag
 
@@ -100,7 +106,7 @@ def test_resume_from_last_continues_at_the_saved_step(smoke_run):
 def test_resume_with_another_depth_is_one_clear_error(smoke_run):
     cwd, _ = smoke_run
     result = flightmind(
-        "fit", "-c", REPO / "configs" / "smoke.yaml", "--ckpt_path", "last", "--model.init_args.depth", "2", cwd=cwd
+        "fit", "-c", REPO / "configs" / "smoke.yaml", "--ckpt_path", "last", "--model.init_args.shape.depth", "2", cwd=cwd
     )
     assert result.returncode == 2
     assert "Traceback" not in result.stderr

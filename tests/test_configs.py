@@ -46,7 +46,7 @@ def test_a_hardware_config_holds_only_what_differs_from_its_base(tmp_path):
     model, data, trainer = instantiate_config("-c", str(CONFIGS / "h100x4x2_d24.yaml"))
     assert (trainer.num_nodes, trainer.accumulate_grad_batches) == (2, 4)  # its own keys
     assert (trainer.devices, model.config.depth, data.batch_size) == (4, 24, 8)  # from h100x4_d24.yaml
-    assert (model.hparams.max_lr, trainer.log_every_n_steps) == (6e-4, 10)  # from base/pretrain.yaml
+    assert (model.hparams.optimizer["max_lr"], trainer.log_every_n_steps) == (6e-4, 10)  # from base/pretrain.yaml
 
 
 def test_base_errors_name_the_file(tmp_path):

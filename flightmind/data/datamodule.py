@@ -15,8 +15,10 @@ import lightning as L
 import torch
 from lightning.fabric.utilities.apply_func import move_data_to_device
 from lightning.pytorch.utilities import rank_zero_info
+from tokenizers import Tokenizer
 from torch.utils.data import DataLoader
 
+from flightmind.contracts import TOKENIZER_FILE, load_tokenizer
 from flightmind.data.mixing import MixedBatches, MixedLoader, MixingMonitor, exact_ratio
 from flightmind.data.loaders import loader_options, training_micro_batches
 from flightmind.data.sequences import PackedSequences, ResumableDataLoader, StreamSampler
@@ -69,6 +71,7 @@ class PretrainDataModule(L.LightningDataModule):
         self.general = GeneralPool(**general) if isinstance(general, dict) else general
         self.meta: dict | None = None
         self.general_stream: GeneralStream | None = None
+        self._tokenizer: Tokenizer | None = None
 
     @property
     def mixes(self) -> bool:
@@ -77,11 +80,13 @@ class PretrainDataModule(L.LightningDataModule):
 
     @property
     def tokenizer_path(self) -> Path:
-        return self.data_dir / "tokenizer.json"
+        return self.data_dir / TOKENIZER_FILE
 
-    @property
-    def vocab_size(self) -> int | None:
-        return None if self.meta is None else int(self.meta["vocab_size"])
+    def tokenizer(self) -> Tokenizer:
+        """The prepared directory's tokenizer (flightmind.contracts.TokenData), loaded once."""
+        if self._tokenizer is None:
+            self._tokenizer = load_tokenizer(self.tokenizer_path)
+        return self._tokenizer
 
     @property
     def demo_corpus_dir(self) -> Path:
@@ -169,11 +174,10 @@ class PretrainDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         from flightmind.data.heldout import HeldOutDocuments, RankShard, collate_windows
-        from flightmind.contracts import load_tokenizer
 
         if self.test_file is None:
             raise FlightMindError("set data.test_file (e.g. --data.init_args.test_file held_out.jsonl): a JSONL file or a packed .bin")
-        dataset = HeldOutDocuments(self.test_file, load_tokenizer(self.tokenizer_path), self.seq_len)
+        dataset = HeldOutDocuments(self.test_file, self.tokenizer(), self.seq_len)
         sampler = RankShard(dataset, num_replicas=self.trainer.world_size, rank=self.trainer.global_rank, shuffle=False)
         return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, collate_fn=collate_windows)
 

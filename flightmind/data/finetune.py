@@ -21,6 +21,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from tokenizers import Tokenizer
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader
 
@@ -116,16 +117,22 @@ class FinetuneDataModule(L.LightningDataModule):
         self.system_prompt = system_prompt
         self.action_eval_records = action_eval_records
         self.build_commands = build_commands
-        self.tokenizer = None
+        self._tokenizer: Tokenizer | None = None
         self.template: ChatTemplate | None = None
         self.stats = ChatDataStats()
         self.train_set: list[tuple[torch.Tensor, torch.Tensor]] = []
         self.eval_set: list[tuple[torch.Tensor, torch.Tensor]] = []
         self.action_set: list[dict] = []
 
+    # -- what training reads (flightmind.contracts.TokenData) --------------------------------------------
     @property
-    def vocab_size(self) -> int | None:
-        return None if self.tokenizer is None else self.tokenizer.get_vocab_size()
+    def seq_len(self) -> int:
+        return self.max_seq_len
+
+    def tokenizer(self) -> Tokenizer:
+        if self._tokenizer is None:
+            self._tokenizer = load_tokenizer(self.tokenizer_path)
+        return self._tokenizer
 
     # -- reading -------------------------------------------------------------------------------
     def prepare_data(self) -> None:
@@ -182,8 +189,7 @@ class FinetuneDataModule(L.LightningDataModule):
         return examples
 
     def setup(self, stage: str) -> None:
-        self.tokenizer = load_tokenizer(self.tokenizer_path)
-        self.template = ChatTemplate(self.tokenizer, source=self.tokenizer_path)
+        self.template = ChatTemplate(self.tokenizer(), source=self.tokenizer_path)
         self.stats = ChatDataStats()
         for path in self.train_files + (self.val_files or []) + (self.test_files or []):
             if not Path(path).is_file():
@@ -221,7 +227,7 @@ class FinetuneDataModule(L.LightningDataModule):
     # -- loaders -------------------------------------------------------------------------------
     @property
     def pad_id(self) -> int:
-        return eot_id(self.tokenizer)
+        return eot_id(self.tokenizer())
 
     @property
     def _collate(self) -> functools.partial:

@@ -1,33 +1,87 @@
-"""The model's shape as a function of depth, and the counts derived from it (parameters, FLOPs).
+"""The model's shape: one dataclass, set from YAML (``model.init_args.model``), saved in checkpoints.
 
-One knob, ``depth``, sets everything: ``dim = 64·depth``, ``n_layer = depth``, head size 128.
-d8 ≈ 50.3M parameters, d20 ≈ 566M, d24 ≈ 956M, d32 ≈ 2.21B (the spec's table).
+``depth`` alone gives the spec's table (width 64·depth, depth layers, heads of 128, SwiGLU of 4×
+width, tied head): d8 ≈ 50.3M parameters, d20 ≈ 566M, d24 ≈ 956M, d32 ≈ 2.21B. Every field it
+derives can be set instead. After construction every field holds its resolved value, except
+``vocab_size``, which may stay ``None`` until the training module sets it from the tokenizer.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
+from flightmind.contracts import MAX_VOCAB_SIZE
 from flightmind.errors import FlightMindError
+
+DEFAULT_VOCAB_SIZE = 32768  # the spec's tokenizer: what counts use while the vocabulary is unset
+VOCAB_MULTIPLE = 128  # an unset vocabulary is the tokenizer's size rounded up to this (tensor-core tiles)
 
 
 @dataclass(frozen=True)
 class GPTConfig:
+    """
+    Args:
+        depth: the one size knob; the fields below left unset follow from it.
+        vocab_size: embedding rows; unset: the tokenizer's size rounded up to a multiple of 128
+            (or, when resuming, the checkpoint's).
+        max_seq_len: longest sequence the rotary tables cover.
+        dim: width of the residual stream (64·depth).
+        n_layer: transformer blocks (depth).
+        head_size: channels per attention head (128, or the whole width when it is narrower).
+        n_head: query heads (dim / head_size).
+        n_kv_head: key/value heads; fewer than ``n_head`` is grouped-query attention (a divisor of it).
+        hidden_dim: SwiGLU hidden width (mlp_ratio·dim).
+        mlp_ratio: hidden_dim / dim when hidden_dim is unset.
+        rope_base: base of the rotary frequencies.
+        norm_eps: RMSNorm epsilon.
+        tie_embeddings: the output head shares the token embedding's weights.
+        dropout: dropout on attention probabilities and on each block's residual branches (training only).
+    """
+
     depth: int = 8
-    vocab_size: int = 32768
+    vocab_size: int | None = None
     max_seq_len: int = 2048
-    head_dim: int = 128
+    dim: int | None = None
+    n_layer: int | None = None
+    head_size: int | None = None
+    n_head: int | None = None
+    n_kv_head: int | None = None
+    hidden_dim: int | None = None
     mlp_ratio: int = 4
     rope_base: float = 10000.0
     norm_eps: float = 1e-5
+    tie_embeddings: bool = True
+    dropout: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.depth < 1:
-            raise FlightMindError(f"model depth must be at least 1, got {self.depth}")
-        if self.vocab_size > 65536:
+        def positive(name: str, value) -> None:
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise FlightMindError(f"model.{name} must be a positive whole number, got {value!r}")
+
+        for name in ("depth", "vocab_size", "max_seq_len", "dim", "n_layer", "head_size", "n_head", "n_kv_head", "hidden_dim", "mlp_ratio"):
+            positive(name, getattr(self, name))
+        resolve = lambda name, value: object.__setattr__(self, name, value) if getattr(self, name) is None else None  # noqa: E731
+        resolve("dim", 64 * self.depth)
+        resolve("n_layer", self.depth)
+        resolve("head_size", min(128, self.dim))
+        resolve("n_head", max(1, self.dim // self.head_size))
+        resolve("n_kv_head", self.n_head)
+        resolve("hidden_dim", self.mlp_ratio * self.dim)
+        if self.n_head % self.n_kv_head:
             raise FlightMindError(
-                f"vocab_size {self.vocab_size} does not fit the uint16 token shards (at most 65,536)"
+                f"model.n_kv_head={self.n_kv_head} must divide model.n_head={self.n_head} (each key/value head serves "
+                "a group of query heads)"
             )
+        if self.head_size % 2:
+            raise FlightMindError(f"model.head_size={self.head_size} must be even (rotary embeddings rotate pairs)")
+        if self.vocab_size is not None and self.vocab_size > MAX_VOCAB_SIZE:
+            raise FlightMindError(
+                f"model.vocab_size {self.vocab_size} does not fit the uint16 token shards (at most {MAX_VOCAB_SIZE:,})"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise FlightMindError(f"model.dropout must be in [0, 1), got {self.dropout}")
+        if self.rope_base <= 0 or self.norm_eps <= 0:
+            raise FlightMindError("model.rope_base and model.norm_eps must be positive")
 
     @classmethod
     def from_depth(cls, depth: int, **overrides) -> GPTConfig:
@@ -35,49 +89,52 @@ class GPTConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> GPTConfig:
+        """A saved shape; fields it lacks (checkpoints of earlier versions) take the values they had then."""
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in known})
 
     def to_dict(self) -> dict:
         return asdict(self)
 
-    @property
-    def dim(self) -> int:
-        return 64 * self.depth
+    def with_vocab(self, tokenizer_size: int) -> GPTConfig:
+        """This shape with an unset vocabulary resolved: the tokenizer's size rounded up to a multiple of 128."""
+        if self.vocab_size is not None:
+            return self
+        rounded = -(-tokenizer_size // VOCAB_MULTIPLE) * VOCAB_MULTIPLE
+        return replace(self, vocab_size=min(rounded, MAX_VOCAB_SIZE))
 
     @property
-    def n_layer(self) -> int:
-        return self.depth
-
-    @property
-    def head_size(self) -> int:
-        """128, or the whole width for debug models narrower than one head (d1)."""
-        return min(self.head_dim, self.dim)
-
-    @property
-    def n_head(self) -> int:
-        return self.dim // self.head_size
+    def vocab(self) -> int:
+        """Embedding rows for counting: ``vocab_size``, or the spec's 32,768 while it is unset."""
+        return self.vocab_size or DEFAULT_VOCAB_SIZE
 
     @property
     def attn_dim(self) -> int:
-        """Width of q, k and v: ``dim`` whenever depth is even (every size the spec names)."""
+        """Width of the queries (and of the attention output)."""
         return self.n_head * self.head_size
 
     @property
-    def hidden_dim(self) -> int:
-        return self.mlp_ratio * self.dim
+    def kv_dim(self) -> int:
+        """Width of the keys and of the values: smaller than ``attn_dim`` under grouped-query attention."""
+        return self.n_kv_head * self.head_size
 
     def matmul_params(self) -> int:
-        """Weights multiplied per token: every block's projections plus the (tied) output head."""
-        attention = 4 * self.dim * self.attn_dim
+        """Weights multiplied per token: every block's projections plus the output head."""
+        attention = 2 * self.dim * self.attn_dim + 2 * self.dim * self.kv_dim
         mlp = 3 * self.dim * self.hidden_dim
-        return self.n_layer * (attention + mlp) + self.vocab_size * self.dim
+        return self.n_layer * (attention + mlp) + self.vocab * self.dim
 
     def num_params(self) -> int:
-        """All parameters, counted once (the embedding is tied to the head)."""
+        """All parameters, each counted once (a tied embedding is the head's weight)."""
         norms = (2 * self.n_layer + 1) * self.dim
-        return self.matmul_params() + norms
+        embedding = 0 if self.tie_embeddings else self.vocab * self.dim
+        return self.matmul_params() + embedding + norms
 
     def flops_per_token(self, seq_len: int) -> int:
-        """Training FLOPs per token (forward + backward) as DESIGN.md defines them for MFU."""
-        return 6 * self.matmul_params() + 12 * self.n_layer * self.dim * seq_len
+        """Training FLOPs per token (forward + backward) as DESIGN.md defines them for MFU: 6 per weight
+        multiplied, plus the attention scores and weighted sum over ``seq_len`` positions."""
+        return 6 * self.matmul_params() + 12 * self.n_layer * self.attn_dim * seq_len
+
+    def kv_cache_bytes(self, batch: int, length: int, bytes_per_value: int = 2) -> int:
+        """Memory of a KV cache holding ``length`` positions for ``batch`` sequences."""
+        return 2 * self.n_layer * batch * length * self.kv_dim * bytes_per_value

@@ -1,13 +1,15 @@
 """The FlightMind GPT: a LLaMA-style decoder, readable top to bottom.
 
-Pre-norm RMSNorm, rotary position embeddings, causal multi-head attention through SDPA, a SwiGLU
-MLP of width 4·dim, no biases, and an output head tied to the token embedding. For decoding, a
-``KVCache`` keeps each layer's keys and values so that a new token costs one position, not the prefix.
+Pre-norm RMSNorm, rotary position embeddings, causal attention through SDPA (grouped-query when
+``n_kv_head < n_head``), a SwiGLU MLP, no biases, an output head tied to the token embedding unless
+configured otherwise, and optional dropout; the shape is ``GPTConfig``'s. For decoding, a ``KVCache``
+keeps each layer's keys and values so that a new token costs one position, not the prefix.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
@@ -41,7 +43,7 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 
 
 class KVCache:
-    """Keys and values of the positions decoded so far, for every layer: one (B, H, capacity, D) pair each.
+    """Keys and values of the positions decoded so far, for every layer: one (B, H_kv, capacity, D) pair each.
 
     ``length`` positions are filled; the next forward pass writes its tokens after them and rotates them
     at positions ``length, length + 1, …``. Storage is allocated on first use, in the dtype and on the
@@ -72,24 +74,30 @@ class KVCache:
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
-        self.n_head = config.n_head
+        self.n_head, self.n_kv_head = config.n_head, config.n_kv_head
         self.head_size = config.head_size
+        self.dropout = config.dropout
         self.q = nn.Linear(config.dim, config.attn_dim, bias=False)
-        self.k = nn.Linear(config.dim, config.attn_dim, bias=False)
-        self.v = nn.Linear(config.dim, config.attn_dim, bias=False)
+        self.k = nn.Linear(config.dim, config.kv_dim, bias=False)
+        self.v = nn.Linear(config.dim, config.kv_dim, bias=False)
         self.o = nn.Linear(config.attn_dim, config.dim, bias=False)
 
     def forward(
         self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache | None = None, layer: int = 0
     ) -> torch.Tensor:
         B, T, _ = x.shape
-        q, k, v = (proj(x).view(B, T, self.n_head, self.head_size).transpose(1, 2) for proj in (self.q, self.k, self.v))
+        q = self.q(x).view(B, T, self.n_head, self.head_size).transpose(1, 2)
+        k, v = (proj(x).view(B, T, self.n_kv_head, self.head_size).transpose(1, 2) for proj in (self.k, self.v))
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        # Grouped-query: each key/value head serves n_head / n_kv_head query heads, inside the kernel.
+        sdpa = dict(enable_gqa=True) if self.n_kv_head != self.n_head else {}
+        if self.training and self.dropout:
+            sdpa["dropout_p"] = self.dropout
         if cache is None or cache.length == 0:
             # No explicit mask: is_causal keeps SDPA on its flash / memory-efficient kernels.
             if cache is not None:
                 cache.store(layer, k, v)
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, **sdpa)
         else:
             # Queries are the last T of the keys. SDPA's is_causal aligns its mask top-left, which
             # would hide the cached prefix: one query may see every key; a chunk needs the mask
@@ -97,7 +105,7 @@ class CausalSelfAttention(nn.Module):
             start = cache.length
             k, v = cache.store(layer, k, v)
             mask = None if T == 1 else torch.ones(T, start + T, dtype=torch.bool, device=x.device).tril(diagonal=start)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, **sdpa)
         return self.o(y.transpose(1, 2).reshape(B, T, -1))
 
 
@@ -119,19 +127,24 @@ class Block(nn.Module):
         self.attn = CausalSelfAttention(config)
         self.mlp_norm = RMSNorm(config.dim, config.norm_eps)
         self.mlp = SwiGLU(config)
+        self.dropout = nn.Dropout(config.dropout)  # on each residual branch; identity in eval mode
 
     def forward(
         self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache | None = None, layer: int = 0
     ) -> torch.Tensor:
-        x = x + self.attn(self.attn_norm(x), cos, sin, cache, layer)
-        return x + self.mlp(self.mlp_norm(x))
+        x = x + self.dropout(self.attn(self.attn_norm(x), cos, sin, cache, layer))
+        return x + self.dropout(self.mlp(self.mlp_norm(x)))
 
 
 class GPT(nn.Module):
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
+        if config.vocab_size is None:  # a bare GPT outside training: the spec's vocabulary
+            config = replace(config, vocab_size=config.vocab)
         self.config = config
         self.embed = nn.Embedding(config.vocab_size, config.dim)
+        # Untied: a head of its own (checkpoint key head.weight); tied: the embedding serves as the head.
+        self.head = None if config.tie_embeddings else nn.Linear(config.dim, config.vocab_size, bias=False)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
         self.norm = RMSNorm(config.dim, config.norm_eps)
         # Rotary tables are derived, not learned: keep them out of checkpoints.
@@ -143,12 +156,14 @@ class GPT(nn.Module):
     def reset_parameters(self) -> None:
         """GPT-2 style init, scaled so that the first loss is ≈ ln(vocab) at every depth.
 
-        The head is tied to the embedding and the final RMSNorm gives rms(h) = 1, so a logit's std is
-        std(embed)·sqrt(dim); 0.3/sqrt(dim) keeps it at 0.3, costing ≈ 0.05 nats over uniform.
+        The final RMSNorm gives rms(h) = 1, so a logit's std is std(head)·sqrt(dim); 0.3/sqrt(dim) keeps it
+        at 0.3, costing ≈ 0.05 nats over uniform. An untied head starts as the embedding does.
         Projections that write into the residual stream shrink with depth (1/sqrt(2·n_layer)).
         """
         config = self.config
         nn.init.normal_(self.embed.weight, std=0.3 / math.sqrt(config.dim))
+        if self.head is not None:
+            nn.init.normal_(self.head.weight, std=0.3 / math.sqrt(config.dim))
         for block in self.blocks:
             for linear in (block.attn.q, block.attn.k, block.attn.v, block.mlp.gate, block.mlp.up):
                 nn.init.normal_(linear.weight, std=0.02)
@@ -176,4 +191,4 @@ class GPT(nn.Module):
             x = block(x, cos, sin, cache, layer)
         if cache is not None:
             cache.length = end
-        return F.linear(self.norm(x), self.embed.weight)
+        return F.linear(self.norm(x), self.embed.weight if self.head is None else self.head.weight)

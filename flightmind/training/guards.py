@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 
 USUAL_CAUSES = (
-    "Usual causes: a learning rate too high (lower model.max_lr or lengthen model.warmup_steps), "
+    "Usual causes: a learning rate too high (lower model.optimizer.max_lr or lengthen model.optimizer.warmup_steps), "
     "precision (float16 overflows: train in bf16-mixed), or bad data (corrupt shards, special values)."
 )
 
@@ -44,9 +44,9 @@ class NonFinite:
             else "no step before it had a finite loss"
         )
         skipped = (
-            f" after {self.skipped_before} skipped non-finite step(s) (model.skip_nonfinite={skip_nonfinite})"
+            f" after {self.skipped_before} skipped non-finite step(s) (model.guard.skip_nonfinite={skip_nonfinite})"
             if skip_nonfinite
-            else " (set model.skip_nonfinite: N to skip up to N such steps instead)"
+            else " (set model.guard.skip_nonfinite: N to skip up to N such steps instead)"
         )
         saved = (
             f"The weights and optimizer state from before step {self.step} are saved in {checkpoint}"
@@ -75,17 +75,26 @@ class Spike:
         )
 
 
+@dataclass(frozen=True)
+class GuardSettings:
+    """
+    Args:
+        skip_nonfinite: optimizer steps with a non-finite loss or gradient norm to skip and count; the
+            next one stops training (0: the first one does), saving the last good state.
+        spike_factor: warn when a step's loss exceeds this multiple of the running median.
+        spike_window: optimizer steps in that running median; spikes are looked for once it is half full.
+    """
+
+    skip_nonfinite: int = 0
+    spike_factor: float = 2.0
+    spike_window: int = 100
+
+
 class TrainingGuard:
-    def __init__(self, skip_nonfinite: int = 0, spike_factor: float = 2.0, spike_window: int = 100) -> None:
-        """
-        Args:
-            skip_nonfinite: non-finite steps to skip (and count) before stopping; 0 stops at the first.
-            spike_factor: a finite loss above this multiple of the running median is a spike.
-            spike_window: optimizer steps in the running median; spikes are looked for once it is half full.
-        """
-        self.skip_nonfinite = skip_nonfinite
-        self.spike_factor = spike_factor
-        self.recent: deque[float] = deque(maxlen=spike_window)
+    def __init__(self, settings: GuardSettings = GuardSettings()) -> None:
+        self.skip_nonfinite = settings.skip_nonfinite
+        self.spike_factor = settings.spike_factor
+        self.recent: deque[float] = deque(maxlen=settings.spike_window)
         self.skipped = 0  # non-finite steps skipped, as known at the last check (saved in checkpoints)
         self.last_finite: tuple[int, float] | None = None
         self._bad_count: torch.Tensor | None = None  # device: non-finite steps so far, checked or not

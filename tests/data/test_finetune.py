@@ -77,7 +77,7 @@ def test_validation_split_is_held_out_by_seed(tmp_path, chat_tokenizer_path):
     assert len(dm.action_set) == 5
     first = dm.action_set[0]
     assert first["prompt"][-1] == 3  # <|assistant|>
-    assert dm.tokenizer.decode(first["prompt"], skip_special_tokens=False) == f"<|user|>squawk {first['action']['value']}<|end|><|assistant|>"
+    assert dm.tokenizer().decode(first["prompt"], skip_special_tokens=False) == f"<|user|>squawk {first['action']['value']}<|end|><|assistant|>"
 
 
 def test_records_sharing_a_prompt_stay_on_one_side_of_the_split(tmp_path, chat_tokenizer_path):
@@ -89,7 +89,7 @@ def test_records_sharing_a_prompt_stay_on_one_side_of_the_split(tmp_path, chat_t
     assert len(set(prompts)) < 0.9 * len(prompts)
     dm = FinetuneDataModule([str(data)], tokenizer_path=str(chat_tokenizer_path), val_fraction=0.1)
     dm.setup("fit")
-    user_id, end_id = dm.tokenizer.token_to_id("<|user|>"), dm.tokenizer.token_to_id("<|end|>")
+    user_id, end_id = dm.tokenizer().token_to_id("<|user|>"), dm.tokenizer().token_to_id("<|end|>")
 
     def prompt_of(tokens):
         tokens = tokens.tolist()
@@ -107,7 +107,7 @@ def test_system_prompt_is_added_to_records_without_one(tmp_path, chat_tokenizer_
     dm = FinetuneDataModule([str(data)], tokenizer_path=str(chat_tokenizer_path), val_files=[str(data)], system_prompt="Be brief.")
     dm.setup("fit")
     tokens, labels = dm.train_set[0]
-    assert tokens[0] == 1 and dm.tokenizer.decode(tokens.tolist(), skip_special_tokens=False).startswith("<|system|>Be brief.<|end|><|user|>")
+    assert tokens[0] == 1 and dm.tokenizer().decode(tokens.tolist(), skip_special_tokens=False).startswith("<|system|>Be brief.<|end|><|user|>")
 
 
 def test_batches_are_padded_per_batch_with_masks():

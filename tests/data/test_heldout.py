@@ -5,6 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from flightmind.model import GPTConfig
 from flightmind.data.datamodule import PretrainDataModule
 from flightmind.data.heldout import HeldOutDocuments
 from flightmind.data.prepare import encode_documents
@@ -29,7 +30,7 @@ def write_jsonl(path, texts):
 
 def run_test(prepared_dir, test_file, batch_size=2):
     torch.manual_seed(0)
-    module = PretrainModule(depth=2, vocab_size=1024, max_seq_len=64)
+    module = PretrainModule(shape=GPTConfig(depth=2, vocab_size=1024, max_seq_len=64))
     module.configure_model()
     data = PretrainDataModule(data_dir=str(prepared_dir), seq_len=SEQ_LEN, batch_size=batch_size, test_file=str(test_file))
     trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)

@@ -13,6 +13,8 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from flightmind.model import GPTConfig
+from flightmind.training.optimizer import OptimizerSettings
 from flightmind.data.datamodule import PretrainDataModule
 from flightmind.training.pretrain import PretrainModule
 
@@ -53,7 +55,7 @@ def fit(prepared_dir: Path, pool_dir: Path, out: Path, record: str, ckpt_path: P
         prepared_dir, seq_len=SEQ_LEN, batch_size=BATCH, num_workers=0, shuffle=False, seed=7,
         aviation_ratio=RATIO, general=general,
     )
-    model = PretrainModule(depth=2, vocab_size=1024, max_seq_len=SEQ_LEN, warmup_steps=2)
+    model = PretrainModule(shape=GPTConfig(depth=2, vocab_size=1024, max_seq_len=SEQ_LEN), optimizer=OptimizerSettings(warmup_steps=2))
     trainer.fit(model, data, ckpt_path=ckpt_path)
 
 

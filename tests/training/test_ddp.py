@@ -26,8 +26,8 @@ def fit_args(data_dir: Path, micro_batch: int, devices: int) -> list[str]:
         "--data.init_args.data_dir", str(data_dir), "--data.init_args.build_demo", "false",
         "--data.init_args.aviation_ratio", "1.0",  # the shards alone: no general pool
         "--data.init_args.seq_len", str(SEQ_LEN), "--data.init_args.batch_size", str(micro_batch),
-        "--model.init_args.depth", "2", "--model.init_args.vocab_size", "1024",
-        "--model.init_args.max_seq_len", str(SEQ_LEN), "--model.init_args.warmup_steps", "0",
+        "--model.init_args.shape.depth", "2", "--model.init_args.shape.vocab_size", "1024",
+        "--model.init_args.shape.max_seq_len", str(SEQ_LEN), "--model.init_args.optimizer.warmup_steps", "0",
         # AdamW's first update is lr·g/(|g| + eps): for the few gradient elements near eps (≈ 5e-9 here,
         # sums that nearly cancel), summing in another order changes g by a few percent and the weight by
         # up to 3e-5 with eps 1e-8. eps 1e-6 keeps the update a smooth function of the gradient.

@@ -15,6 +15,7 @@ from flightmind.model.checkpoint import load_trained
 from flightmind.model import GPT, GPTConfig
 from flightmind.model.lora import LoRALinear
 from flightmind.training.finetune import FinetuneModule
+from flightmind.training.optimizer import OptimizerSettings
 from tests.helpers import write_checkpoint
 
 
@@ -84,7 +85,10 @@ def test_resuming_with_other_lora_settings_is_one_clear_error(base_ckpt):
 
 class FakeDataModule:
     def __init__(self, tokenizer, action_set):
-        self.tokenizer, self.action_set = tokenizer, action_set
+        self._tokenizer, self.action_set = tokenizer, action_set
+
+    def tokenizer(self):
+        return self._tokenizer
 
 
 def test_action_accuracy_decodes_greedily_and_compares_parsed_json(base_ckpt, chat_tokenizer_path, monkeypatch):
@@ -117,7 +121,7 @@ def test_fine_tuning_trains_only_adapters_and_exports_the_result(base_ckpt, chat
     write_commands(data, 300, seed=0)
     dm = FinetuneDataModule([str(data)], tokenizer_path=str(chat_tokenizer_path), max_seq_len=96, batch_size=8,
                             val_fraction=0.1, action_eval_records=2)
-    module = FinetuneModule(str(path), lora_r=4, lora_alpha=8, max_lr=1e-2, warmup_steps=2, action_max_new_tokens=8)
+    module = FinetuneModule(str(path), lora_r=4, lora_alpha=8, optimizer=OptimizerSettings(max_lr=1e-2, warmup_steps=2), action_max_new_tokens=8)
     trainer = L.Trainer(accelerator="cpu", max_steps=12, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
                         limit_val_batches=2, val_check_interval=12, check_val_every_n_epoch=None)
@@ -153,11 +157,11 @@ def test_data_tokenized_otherwise_than_the_base_is_one_clear_error(base_ckpt, ch
     write_commands(data, 100, seed=0)
     carrying = write_checkpoint(tmp_path / "carrying.ckpt", base, tokenizer_json=chat_tokenizer_path.read_text(encoding="utf-8"))
     other = prepared_dir / "tokenizer.json"  # another BPE, same special tokens
-    with pytest.raises(FlightMindError, match=rf"{other} is not the tokenizer {carrying} was pretrained with"):
+    with pytest.raises(FlightMindError, match=rf"the base {carrying} was trained with another tokenizer .* than the data's {other}"):
         fit_briefly(FinetuneModule(str(carrying), lora_r=4, lora_alpha=8), data, other)
     fit_briefly(FinetuneModule(str(carrying), lora_r=4, lora_alpha=8), data, chat_tokenizer_path)  # its own: fine
 
     # A base without a tokenizer: at least the vocabulary must fit its embedding rows.
     path, _ = base_ckpt
-    with pytest.raises(FlightMindError, match=r"has 1024 tokens but the base .* has 512 embedding rows"):
+    with pytest.raises(FlightMindError, match=rf"the tokenizer {other} has 1,024 tokens but the model has 512 embedding rows"):
         fit_briefly(FinetuneModule(str(path), lora_r=4, lora_alpha=8), data, other)

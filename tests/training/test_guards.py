@@ -5,8 +5,10 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from flightmind.model import GPTConfig
+from flightmind.training.optimizer import OptimizerSettings
 from flightmind.errors import FlightMindError
-from flightmind.training.guards import TrainingGuard
+from flightmind.training.guards import GuardSettings, TrainingGuard
 from flightmind.training.pretrain import PretrainModule
 
 NAN = float("nan")
@@ -18,7 +20,7 @@ def observe_all(guard: TrainingGuard, losses, norms=None) -> list[float]:
 
 
 def test_a_non_finite_step_is_skipped_and_every_later_update_until_the_check():
-    guard = TrainingGuard(skip_nonfinite=0)
+    guard = TrainingGuard(GuardSettings(skip_nonfinite=0))
     found_inf = observe_all(guard, [5.0, 4.0, NAN, 3.0, 3.0])
     assert found_inf == [0.0, 0.0, 1.0, 1.0, 1.0]  # sticky once over the limit
     failure, spikes, skipped = guard.check()
@@ -31,7 +33,7 @@ def test_a_non_finite_step_is_skipped_and_every_later_update_until_the_check():
 
 
 def test_skip_nonfinite_counts_up_to_its_limit_then_stops():
-    guard = TrainingGuard(skip_nonfinite=2)
+    guard = TrainingGuard(GuardSettings(skip_nonfinite=2))
     found_inf = observe_all(guard, [5.0, NAN, 4.0], norms=[1.0, 1.0, math.inf])
     assert found_inf == [0.0, 1.0, 1.0]
     assert guard.check() == (None, [], [1, 2])
@@ -42,7 +44,7 @@ def test_skip_nonfinite_counts_up_to_its_limit_then_stops():
 
 
 def test_a_loss_over_factor_times_the_running_median_is_a_spike():
-    guard = TrainingGuard(spike_factor=2.0, spike_window=8)
+    guard = TrainingGuard(GuardSettings(spike_factor=2.0, spike_window=8))
     losses = [3.0, 3.1, 2.9, 3.0, 6.5, 3.0, 3.0, 3.0, 3.0, 6.3]
     observe_all(guard, losses)
     failure, spikes, _ = guard.check()
@@ -72,7 +74,7 @@ class Recorder(L.Callback):
 def train_with_nan(tmp_path, nan_steps, max_steps, log_every, factor=NAN, **module_args):
     """A Trainer whose loss is multiplied by ``factor`` (NaN: non-finite) at the steps ``nan_steps``."""
     torch.manual_seed(0)
-    module = PretrainModule(depth=2, vocab_size=512, max_seq_len=64, warmup_steps=1, **module_args)
+    module = PretrainModule(shape=GPTConfig(depth=2, vocab_size=512, max_seq_len=64), optimizer=OptimizerSettings(warmup_steps=1), **module_args)
     module.configure_model()
     real_loss = module.loss
 
@@ -115,7 +117,7 @@ def test_injected_nan_stops_with_the_message_and_a_loadable_last_good_checkpoint
 
 
 def test_skip_nonfinite_skips_counts_and_continues(tmp_path):
-    trainer, module, recorder, fit = train_with_nan(tmp_path, {1, 5}, max_steps=8, log_every=2, skip_nonfinite=2)
+    trainer, module, recorder, fit = train_with_nan(tmp_path, {1, 5}, max_steps=8, log_every=2, guard=GuardSettings(skip_nonfinite=2))
     fit()
     assert trainer.global_step == 8 and module.guard.skipped == 2
     assert_same_weights(recorder.weights[2], recorder.weights[1])  # step 1 skipped
@@ -126,7 +128,7 @@ def test_skip_nonfinite_skips_counts_and_continues(tmp_path):
 
 
 def test_one_nonfinite_step_over_the_limit_stops(tmp_path):
-    trainer, module, recorder, fit = train_with_nan(tmp_path, {1, 3}, max_steps=8, log_every=1, skip_nonfinite=1)
+    trainer, module, recorder, fit = train_with_nan(tmp_path, {1, 3}, max_steps=8, log_every=1, guard=GuardSettings(skip_nonfinite=1))
     with pytest.raises(FlightMindError, match="at step 3 .* after 1 skipped"):
         fit()
     checkpoint = torch.load(tmp_path / "last_good_before_step_3.ckpt", weights_only=True)
@@ -135,7 +137,7 @@ def test_one_nonfinite_step_over_the_limit_stops(tmp_path):
 
 
 def test_skipped_steps_restored_from_a_checkpoint_count_toward_the_limit():
-    guard = TrainingGuard(skip_nonfinite=2)
+    guard = TrainingGuard(GuardSettings(skip_nonfinite=2))
     guard.skipped = 2  # as PretrainModule.on_load_checkpoint restores it
     assert observe_all(guard, [3.0, NAN, 3.0]) == [0.0, 1.0, 1.0]
     failure, _, _ = guard.check()
@@ -143,11 +145,11 @@ def test_skipped_steps_restored_from_a_checkpoint_count_toward_the_limit():
 
 
 def _guard_rank(rank: int, init_file: str, results) -> None:
-    from flightmind.training.pretrain import _sum_over_ranks
+    from flightmind.training.causal_lm import _sum_over_ranks
 
     torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
     try:
-        guard = TrainingGuard(skip_nonfinite=1)
+        guard = TrainingGuard(GuardSettings(skip_nonfinite=1))
         losses = [5.0, NAN if rank == 1 else 4.0, 3.0]  # only rank 1 sees the bad step
         results[rank] = [float(guard.observe(s, torch.tensor(loss), torch.tensor(1.0), _sum_over_ranks)) for s, loss in enumerate(losses)]
     finally:
@@ -171,7 +173,7 @@ def test_the_message_says_when_later_updates_were_applied():
 
 
 def test_a_loss_spike_in_training_is_a_warning_naming_its_step(tmp_path):
-    trainer, module, recorder, fit = train_with_nan(tmp_path, {6}, max_steps=8, log_every=4, factor=5.0, spike_window=8)
+    trainer, module, recorder, fit = train_with_nan(tmp_path, {6}, max_steps=8, log_every=4, factor=5.0, guard=GuardSettings(spike_window=8))
     with pytest.warns(UserWarning, match=r"loss spike at step 6\b"):
         fit()
     assert trainer.global_step == 8 and module.guard.skipped == 0  # a warning, not a stop

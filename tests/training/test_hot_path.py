@@ -25,7 +25,7 @@ def run_args(data_dir: Path) -> list[str]:
         "--data.init_args.data_dir", str(data_dir), "--data.init_args.build_demo", "false",
         "--data.init_args.aviation_ratio", "1.0",  # the shards alone: no general pool
         "--data.init_args.seq_len", "64", "--data.init_args.batch_size", "2",
-        "--model.init_args.depth", "2", "--model.init_args.vocab_size", "1024", "--model.init_args.max_seq_len", "64",
+        "--model.init_args.shape.depth", "2", "--model.init_args.shape.vocab_size", "1024", "--model.init_args.shape.max_seq_len", "64",
         "--trainer.max_steps", str(STEPS), "--trainer.accumulate_grad_batches", str(ACCUMULATE),
         "--trainer.log_every_n_steps", str(LOG_EVERY),
         # validation and checkpoints (which read values) after logged steps, as in the shipped configs

@@ -5,12 +5,13 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from flightmind.model import GPTConfig
 from flightmind.training.pretrain import PretrainModule
 
 
 def tiny_module(**kwargs) -> PretrainModule:
     torch.manual_seed(0)
-    module = PretrainModule(depth=2, max_seq_len=64, **kwargs)
+    module = PretrainModule(shape=GPTConfig(depth=2, max_seq_len=64), **kwargs)
     module.configure_model()
     return module
 
@@ -64,7 +65,7 @@ def validate(prepared_dir, **trainer_args) -> dict:
     from flightmind.data.datamodule import PretrainDataModule
 
     torch.manual_seed(0)
-    module = PretrainModule(depth=2, vocab_size=1024, max_seq_len=64)
+    module = PretrainModule(shape=GPTConfig(depth=2, vocab_size=1024, max_seq_len=64))
     module.configure_model()  # the same weights in every process
     data = PretrainDataModule(data_dir=str(prepared_dir), seq_len=32, batch_size=2, num_workers=0)
     trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False, **trainer_args)

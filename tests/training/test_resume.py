@@ -5,6 +5,8 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from flightmind.model import GPTConfig
+from flightmind.training.optimizer import OptimizerSettings
 from flightmind.data.datamodule import PretrainDataModule
 from flightmind.errors import FlightMindError
 from flightmind.training.callbacks import FinalCheckpoint
@@ -60,7 +62,7 @@ def run(prepared_dir, ckpt_dir, ckpt_path=None, depth=2, num_workers=0, callback
             *callbacks,
         ],
     )
-    module = PretrainModule(depth=depth, vocab_size=1024, max_seq_len=64, max_lr=1e-3, warmup_steps=2)
+    module = PretrainModule(shape=GPTConfig(depth=depth, vocab_size=1024, max_seq_len=64), optimizer=OptimizerSettings(max_lr=1e-3, warmup_steps=2))
     data = PretrainDataModule(prepared_dir, seq_len=64, batch_size=4, num_workers=num_workers, seed=7, **data_kwargs)
     trainer.fit(module, data, ckpt_path=ckpt_path)
     return recorder.steps, trainer
@@ -87,7 +89,7 @@ def test_checkpoints_are_complete_and_load_with_weights_only(prepared_dir, tmp_p
     assert names == ["final.ckpt", "last.ckpt", "step_4.ckpt", "step_8.ckpt"]
     checkpoint = torch.load(tmp_path / "step_4.ckpt", weights_only=True)
     assert checkpoint["global_step"] == 4
-    assert checkpoint["hyper_parameters"]["depth"] == 2
+    assert checkpoint["hyper_parameters"]["shape"]["depth"] == 2
     assert checkpoint["model_config"]["vocab_size"] == 1024
     assert isinstance(checkpoint["loss"], float) and 0 < checkpoint["loss"] < 10
     assert checkpoint["optimizer_states"][0]["state"]  # AdamW moments are saved

@@ -6,6 +6,7 @@ from types import SimpleNamespace
 import torch
 from lightning.pytorch.strategies import FSDPStrategy
 
+from flightmind.model import GPTConfig
 from flightmind.cli import instantiate_config
 from flightmind.model import Block
 from flightmind.training.pretrain import PretrainModule
@@ -36,7 +37,7 @@ class ShardedRoot:
 
 
 def test_gradient_clipping_under_fsdp_goes_through_the_sharded_root():
-    module = PretrainModule(depth=2, vocab_size=256, max_seq_len=32)
+    module = PretrainModule(shape=GPTConfig(depth=2, vocab_size=256, max_seq_len=32))
     strategy = FSDPStrategy()
     strategy.model = root = ShardedRoot()
     module._trainer = SimpleNamespace(
@@ -50,7 +51,7 @@ def test_gradient_clipping_under_fsdp_goes_through_the_sharded_root():
 
 def gradients(**kwargs) -> tuple[dict[str, torch.Tensor], list[str]]:
     torch.manual_seed(0)
-    module = PretrainModule(depth=2, vocab_size=256, max_seq_len=32, **kwargs)
+    module = PretrainModule(shape=GPTConfig(depth=2, vocab_size=256, max_seq_len=32), **kwargs)
     module.configure_model()
     torch.manual_seed(1)
     module.loss(torch.randint(0, 256, (2, 33))).backward()
@@ -68,16 +69,16 @@ def test_activation_checkpointing_recomputes_the_same_gradients_and_keeps_checkp
 
 
 def test_compiled_module_keeps_checkpoint_keys():
-    plain = PretrainModule(depth=2, vocab_size=256, max_seq_len=32)
+    plain = PretrainModule(shape=GPTConfig(depth=2, vocab_size=256, max_seq_len=32))
     plain.configure_model()
-    compiled = PretrainModule(depth=2, vocab_size=256, max_seq_len=32, compile=True)
+    compiled = PretrainModule(shape=GPTConfig(depth=2, vocab_size=256, max_seq_len=32), compile=True)
     compiled.configure_model()
     assert list(compiled.state_dict()) == list(plain.state_dict())
     assert not any("_orig_mod" in key for key in compiled.state_dict())
 
 
 def test_weight_decay_groups_survive_fsdp_flattening_the_parameters():
-    module = PretrainModule(depth=2, vocab_size=256, max_seq_len=32)
+    module = PretrainModule(shape=GPTConfig(depth=2, vocab_size=256, max_seq_len=32))
     module.configure_model()
     matrices = {id(p) for p in module.parameters() if p.dim() >= 2}
     for p in module.parameters():  # what FSDP (use_orig_params) does: 1-dim views of the shard
@@ -99,7 +100,7 @@ def test_the_compiled_model_and_loss_are_what_a_training_step_runs(monkeypatch):
     monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: compile_fn(fn, backend=backend))
     monkeypatch.setattr(torch.nn.Module, "compile", lambda self, **kwargs: module_compile(self, backend=backend))
     torch._dynamo.reset()
-    module = PretrainModule(depth=2, vocab_size=256, max_seq_len=32, compile=True)
+    module = PretrainModule(shape=GPTConfig(depth=2, vocab_size=256, max_seq_len=32), compile=True)
     module.configure_model()
     module.loss(torch.randint(0, 256, (2, 33))).backward()
     assert any("embed" in code and "scaled_dot_product_attention" in code for code in graphs)  # the GPT
