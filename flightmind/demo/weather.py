@@ -10,21 +10,8 @@ import random
 from dataclasses import dataclass, field
 from fractions import Fraction
 
-def runway_heading(rwy: str) -> int:
-    return int(rwy[:2]) * 10
 
-
-def angle_between(a: float, b: float) -> float:
-    return abs((a - b + 180) % 360 - 180)
-
-
-def wind_components(wind_dir: int, speed: int, rwy: str) -> tuple[int, int, str]:
-    """(crosswind, headwind, side the wind comes from) for a runway, rounded to whole knots."""
-    diff = math.radians(wind_dir - runway_heading(rwy))
-    side = "right" if (wind_dir - runway_heading(rwy)) % 360 < 180 else "left"
-    return round(abs(speed * math.sin(diff))), round(speed * math.cos(diff)), side
-
-
+# METAR/TAF codes in words; layers are reported in the order of COVER.
 COVER = {
     "FEW": "few clouds", "SCT": "scattered clouds", "BKN": "broken clouds", "OVC": "overcast",
     "VV": "vertical visibility",
@@ -267,6 +254,21 @@ def temp_code(tenths: int) -> str:
 def temp_words(tenths: int, precise: bool = False) -> str:
     value = f"{abs(tenths) / 10:.1f}" if precise else str(abs(whole_degrees(tenths)))
     return ("minus " if tenths < 0 else "") + value
+
+
+def runway_heading(rwy: str) -> int:
+    return int(rwy[:2]) * 10
+
+
+def angle_between(a: float, b: float) -> float:
+    return abs((a - b + 180) % 360 - 180)
+
+
+def wind_components(wind_dir: int, speed: int, rwy: str) -> tuple[int, int, str]:
+    """(crosswind, headwind, side the wind comes from) for a runway, rounded to whole knots."""
+    diff = math.radians(wind_dir - runway_heading(rwy))
+    side = "right" if (wind_dir - runway_heading(rwy)) % 360 < 180 else "left"
+    return round(abs(speed * math.sin(diff))), round(speed * math.cos(diff)), side
 
 
 def density_altitude(elevation: int, altimeter: float, temp_c: float) -> tuple[int, int]:
