@@ -7,9 +7,10 @@ within one filesystem is atomic. The directory is fsynced too, so the rename sur
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Iterator
@@ -82,6 +83,15 @@ def atomic_open(path: str | Path, mode: str = "w", **kwargs) -> Iterator[IO]:
 def write_text(path: str | Path, text: str) -> None:
     with atomic_open(path, "w", encoding="utf-8") as file:
         file.write(text)
+
+
+def write_jsonl(path: str | Path, rows: Iterable[dict]) -> Path:
+    """Write ``rows`` as JSON lines (UTF-8, unescaped), creating the parent directories; returns ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_open(path, "w", encoding="utf-8", newline="\n") as file:
+        file.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    return path
 
 
 def remove_leftovers(directory: str | Path) -> list[Path]:

@@ -17,7 +17,7 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def prepared_dir(tmp_path_factory) -> Path:
     """The demo corpus prepared with a small vocabulary: real shards for training tests."""
-    from flightmind.data.demo import build_demo_corpus
+    from flightmind.demo.corpus import build_demo_corpus
     from flightmind.data.prepare import prepare
 
     root = tmp_path_factory.mktemp("prepared")

@@ -24,8 +24,10 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+from flightmind.atomic import write_jsonl
 from flightmind.data.chat import DEFAULT_SYSTEM_PROMPT
-from flightmind.data.demo import AIRPORTS, random_flight, say, say_altitude, say_heading, words, write_jsonl
+from flightmind.data.phraseology import say, say_altitude, say_heading, words
+from flightmind.data.radio import AIRPORTS, random_flight
 from flightmind.errors import FlightMindError
 
 # Valid values of each category: the generator draws from these and the tests check against them.

@@ -95,7 +95,7 @@ class PretrainDataModule(L.LightningDataModule):
     def prepare_data(self) -> None:
         if not self.build_demo:
             return
-        from flightmind.data.demo import build_demo_corpus
+        from flightmind.demo.corpus import build_demo_corpus
         from flightmind.data.prepare import prepare
 
         corpus = self.demo_corpus_dir

@@ -1,9 +1,16 @@
+import ast
+import hashlib
 import json
+import subprocess
+import sys
 from collections import Counter
+from pathlib import Path
+
+import pytest
 
 from flightmind.data.chat import record_messages, reference_action
 from flightmind.data.commands import CATEGORIES, VALUES, generate_commands, write_commands
-from flightmind.data.demo import DIGITS
+from flightmind.data.phraseology import DIGITS
 
 DIGIT = {word: str(i) for i, word in enumerate(DIGITS)} | {"nine": "9"}
 
@@ -67,3 +74,52 @@ def test_same_seed_same_file_other_seed_other_file(tmp_path):
     a = (tmp_path / "a.jsonl").read_bytes()
     assert a == (tmp_path / "b.jsonl").read_bytes() != (tmp_path / "c.jsonl").read_bytes()
     assert len(a.splitlines()) == 300
+
+
+def test_same_records_as_before_the_demo_moved_out():
+    """The sha256 of generate_commands(450, seed=5) when it still drew on flightmind/data/demo.py (Python 3.11)."""
+    digest = hashlib.sha256(json.dumps(generate_commands(450, seed=5)).encode()).hexdigest()
+    assert digest == "82a0ada55ea0bedba8ee8cf501b3e6a4041653fd91c4d67611ce4fdbc62ae720"
+
+
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]
+
+
+def module_level_imports(module: str) -> set[str]:
+    """The flightmind modules that importing ``module`` imports, read from the sources (not executed)."""
+    seen, todo = set(), [module]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        parts = name.split(".")
+        todo += [".".join(parts[:i]) for i in range(1, len(parts))]  # the parent packages run first
+        path = PACKAGE_ROOT.joinpath(*parts)
+        path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("flightmind"):
+                for alias in node.names:
+                    sub = f"{node.module}.{alias.name}"
+                    is_module = PACKAGE_ROOT.joinpath(*sub.split(".")).with_suffix(".py").is_file()
+                    todo.append(sub if is_module else node.module)
+            elif isinstance(node, ast.Import):
+                todo += [a.name for a in node.names if a.name.startswith("flightmind")]
+    return seen
+
+
+def test_commands_import_nothing_from_the_demo():
+    imported = module_level_imports("flightmind.data.commands")
+    assert {"flightmind.data.phraseology", "flightmind.data.radio", "flightmind.atomic"} <= imported
+    assert not [m for m in imported if m.startswith("flightmind.demo")]
+    assert "flightmind.demo.weather" in module_level_imports("flightmind.demo.corpus")  # the walk follows chains
+
+
+@pytest.mark.slow
+def test_commands_import_nothing_from_the_demo_at_run_time():
+    code = ("import sys, flightmind.data.commands; "
+            "print(sorted(m for m in sys.modules if m.startswith('flightmind')))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=PACKAGE_ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    loaded = ast.literal_eval(result.stdout)
+    assert "flightmind.data.radio" in loaded and not [m for m in loaded if m.startswith("flightmind.demo")]

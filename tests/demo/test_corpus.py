@@ -7,9 +7,13 @@ import sysconfig
 from fractions import Fraction
 from pathlib import Path
 
+import hashlib
+
 import pytest
 
-from flightmind.data.demo import build_demo_corpus, clean_text, write_jsonl, wx_words
+from flightmind.atomic import TEMP_SUFFIX
+from flightmind.demo.corpus import build_demo_corpus, clean_text
+from flightmind.demo.weather import wx_words
 
 BAD_CHARS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 MB = 1_000_000
@@ -45,7 +49,21 @@ def test_same_seed_same_bytes_other_seed_other_text(tmp_path):
     for pa in a["aviation"]:
         assert pa.read_bytes() != other.get(pa.name)
     assert a["general"][0].read_bytes() == c["general"][0].read_bytes()  # the seed only drives aviation
-    assert not list(tmp_path.rglob("*.tmp"))
+    assert not list(tmp_path.rglob(f"*{TEMP_SUFFIX}"))
+
+
+def test_same_bytes_as_before_the_tables_became_data(tmp_path):
+    """The sha256 of what flightmind/data/demo.py wrote (Python 3.11) before its tables moved to JSON.
+
+    A change here changes the corpus every existing demo run was trained on: make it on purpose and
+    update the hash."""
+    paths = build_demo_corpus(tmp_path, seed=3, aviation_docs=120, general_docs=0)
+    assert [p.name for p in paths["aviation"]] == [
+        f"demo_{kind}.jsonl" for kind in ("metar", "taf", "atc", "checklist", "narrative", "handbook")
+    ]
+    assert paths["general"] == []
+    digest = hashlib.sha256(b"".join(p.read_bytes() for p in paths["aviation"])).hexdigest()
+    assert digest == "f18ceed0714a562892fd99ebe72147484f83154280e4eb3ae5bb911603869781"
 
 
 def test_rows_follow_the_schema_with_unique_ids(corpus):
@@ -176,11 +194,3 @@ def test_general_part_is_stdlib_docstrings(corpus):
     assert not any(".test." in i or i.startswith(("stdlib-test.", "stdlib-idlelib")) for i in by_id)
     words = " ".join(by_id.values()).split()
     assert sum(w in ("the", "of", "a", "to", "is") for w in words) / len(words) > 0.05  # English prose
-
-
-def test_failed_write_keeps_the_old_file(tmp_path):
-    path = write_jsonl(tmp_path / "x" / "a.jsonl", [{"id": "1", "source": "s", "text": "old"}])
-    with pytest.raises(TypeError):
-        write_jsonl(path, [{"id": "2", "source": "s", "text": "new"}, {"id": "3", "text": object()}])
-    assert json.loads(path.read_text()) == {"id": "1", "source": "s", "text": "old"}
-    assert [p.name for p in path.parent.iterdir()] == ["a.jsonl"]
