@@ -155,9 +155,11 @@ class FlightMindCLI(LightningCLI):
         self.config = parser.parse_args(expand_config_bases(list(sys.argv[1:] if args is None else args)))
 
     def _parse_ckpt_path(self) -> None:
-        # LightningCLI would silently replace the configured model with the checkpoint's
-        # hyperparameters. The config stays the source of truth; a shape that differs from the
-        # checkpoint's is reported by name when the checkpoint loads (PretrainModule.on_load_checkpoint).
+        # Private LightningCLI method (tests/training/test_internals.py watches it): it would silently
+        # replace the configured model with the checkpoint's hyperparameters. The config stays the source
+        # of truth; a shape that differs from the checkpoint's is reported by name when the checkpoint
+        # loads (CausalLM.on_load_checkpoint). Upstream: Lightning-AI/pytorch-lightning#20801, and the
+        # public hook proposed in #21408 (adapt_checkpoint_hparams) would replace this override.
         return
 
 

@@ -17,11 +17,7 @@ from lightning.pytorch.trainer.states import RunningStage
 from lightning.pytorch.utilities import rank_zero_only
 
 from flightmind.training.budget import peak_flops
-
-
-def is_logging_step(trainer: L.Trainer) -> bool:
-    """True during the micro-batch whose optimizer step Lightning logs (ThroughputMonitor's own test)."""
-    return not trainer.fit_loop._should_accumulate() and trainer._logger_connector.should_update_logs
+from flightmind.training.internals import is_logging_step
 
 
 def _inputs(batch: torch.Tensor | dict) -> torch.Tensor:
@@ -50,6 +46,8 @@ class TokenThroughputMonitor(ThroughputMonitor):
     (all devices), ``train/device/flops_per_sec`` and ``train/device/mfu`` (against the bf16 peak of
     the GPU table in ``flightmind.training.budget``). Lightning's monitor synchronizes the GPU after
     every micro-batch; this one counts micro-batches on the host and synchronizes once per logged step.
+    It reads and updates the parent's counters (``_throughputs``, ``_t0s``, ``_batches`` …), which no public
+    API exposes; tests/training/test_internals.py checks that they still exist.
 
     Args:
         window_size: rates are averaged over this many logged steps (at least 2).

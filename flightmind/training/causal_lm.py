@@ -22,7 +22,7 @@ from flightmind.contracts import TokenData
 from flightmind.errors import FlightMindError
 from flightmind.model import GPT, Block, GPTConfig
 from flightmind.model.checkpoint import tokenizer_entry
-from flightmind.training.callbacks import is_logging_step
+from flightmind.training.internals import is_logging_step, skip_update_on_device
 from flightmind.training.guards import GuardSettings, TrainingGuard
 from flightmind.training.optimizer import OptimizerSettings, configure_adamw
 
@@ -205,8 +205,7 @@ class CausalLM(L.LightningModule):
         sum_over_ranks = _sum_over_ranks if trainer.world_size > 1 else None
         if not self._grad_scaler():
             # The fused AdamW skips the update when found_inf is 1, as under GradScaler: no host sync.
-            # (A public attribute the fused kernel reads: torch/optim/adamw.py, _fused_adamw.)
-            optimizer.found_inf = self.guard.observe(step, step_loss, norm, sum_over_ranks)
+            skip_update_on_device(optimizer, self.guard.observe(step, step_loss, norm, sum_over_ranks))
         else:
             # float16: GradScaler skips overflowing steps itself (and owns found_inf); watch the loss only.
             self.guard.observe(step, step_loss, torch.zeros_like(norm), sum_over_ranks)

@@ -1,0 +1,32 @@
+"""The Lightning and torch internals FlightMind relies on, each behind one function, with the public
+API that would replace it. Lightning is pinned below 2.7 because of them, and
+tests/training/test_internals.py fails, naming the attribute, when an upgrade moves one.
+
+Elsewhere: ``TokenThroughputMonitor`` (callbacks.py) subclasses ThroughputMonitor and reads its
+counters (``_throughputs``, ``_t0s`` …), and ``FlightMindCLI._parse_ckpt_path`` (cli.py) overrides
+a private LightningCLI method; the same test covers both.
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+
+
+def is_logging_step(trainer: L.Trainer) -> bool:
+    """True during the micro-batch whose optimizer step Lightning logs.
+
+    No public API says whether the current micro-batch ends an optimizer step (``FitLoop._should_accumulate``)
+    and whether Lightning will log it (``_LoggerConnector.should_update_logs``); Lightning's own
+    ThroughputMonitor reads the same pair.
+    """
+    return not trainer.fit_loop._should_accumulate() and trainer._logger_connector.should_update_logs
+
+
+def skip_update_on_device(optimizer: torch.optim.Optimizer, found_inf: torch.Tensor) -> None:
+    """Make the next fused ``step()`` skip its update where ``found_inf`` is 1, without a host sync.
+
+    torch's fused AdamW reads ``optimizer.found_inf`` (and ``grad_scale``), the attributes GradScaler sets
+    (torch/amp/grad_scaler.py, ``_maybe_opt_step``); they are not documented as public.
+    """
+    optimizer.found_inf = found_inf
