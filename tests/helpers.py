@@ -20,6 +20,20 @@ def flightmind(*args, cwd):
     )
 
 
+def flightmind_here(*args, cwd, monkeypatch, capsys):
+    """`flightmind ARGS` in this process (for argument checks, which need no fresh interpreter):
+    an object with returncode, stdout and stderr like `flightmind`'s."""
+    from types import SimpleNamespace
+
+    from flightmind.cli import main
+
+    monkeypatch.chdir(cwd)
+    capsys.readouterr()
+    code = main([str(a) for a in args])
+    out = capsys.readouterr()
+    return SimpleNamespace(returncode=code, stdout=out.out, stderr=out.err)
+
+
 def scalars(run_dir: Path, tag: str) -> list[tuple[int, float]]:
     events = EventAccumulator(str(run_dir))
     events.Reload()

@@ -7,9 +7,10 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from flightmind.training.samples import SPEC_PROMPTS
-from tests.helpers import REPO, flightmind, scalars
+from tests.helpers import REPO, flightmind, flightmind_here, scalars
 
 
+@pytest.mark.slow
 def test_smoke_run_builds_demo_data_trains_and_checkpoints(smoke_run):
     cwd, result = smoke_run
     import json
@@ -35,6 +36,7 @@ def test_smoke_run_builds_demo_data_trains_and_checkpoints(smoke_run):
         assert scalars(run_dir, tag), tag
 
 
+@pytest.mark.slow
 def test_smoke_run_validates_every_10_optimizer_steps_with_ppl_exp_loss(smoke_run):
     cwd, _ = smoke_run
     run_dir = cwd / "lightning_logs" / "version_0"
@@ -47,6 +49,7 @@ def test_smoke_run_validates_every_10_optimizer_steps_with_ppl_exp_loss(smoke_ru
     assert best["global_step"] == 10 * (1 + min(range(2), key=lambda i: val_loss[i][1]))
 
 
+@pytest.mark.slow
 def test_smoke_run_logs_samples_of_the_spec_prompts(smoke_run):
     cwd, result = smoke_run
     events = EventAccumulator(str(cwd / "lightning_logs" / "version_0"))
@@ -60,7 +63,7 @@ def test_smoke_run_logs_samples_of_the_spec_prompts(smoke_run):
     assert "greedy:" in text and "sampled (temperature 0.8, top-k 50, seed 0):" in text
 
 
-def test_val_every_n_steps_counts_optimizer_steps_whatever_the_accumulation(tmp_path):
+def test_val_every_n_steps_counts_optimizer_steps_whatever_the_accumulation(tmp_path, monkeypatch, capsys):
     import lightning as L
 
     from flightmind.cli import FlightMindCLI
@@ -71,11 +74,13 @@ def test_val_every_n_steps_counts_optimizer_steps_whatever_the_accumulation(tmp_
         subclass_mode_data=True, run=False, args=[str(a) for a in args],
     )
     assert cli.trainer.val_check_interval == 12  # micro-batches
-    result = flightmind("fit", "-c", REPO / "configs" / "smoke.yaml", "--trainer.val_check_interval", "40", cwd=tmp_path)
+    result = flightmind_here("fit", "-c", REPO / "configs" / "smoke.yaml", "--trainer.val_check_interval", "40",
+                             cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "set val_every_n_steps" in result.stderr
 
 
+@pytest.mark.slow
 def test_test_command_reports_held_out_loss_perplexity_tokens_and_bits_per_byte(smoke_run, tmp_path):
     cwd, _ = smoke_run
     held_out = tmp_path / "held_out.jsonl"
@@ -91,6 +96,7 @@ def test_test_command_reports_held_out_loss_perplexity_tokens_and_bits_per_byte(
     assert "held-out set: 2 documents" in output
 
 
+@pytest.mark.slow
 def test_resume_from_last_continues_at_the_saved_step(smoke_run):
     cwd, _ = smoke_run
     result = flightmind(
@@ -103,6 +109,7 @@ def test_resume_from_last_continues_at_the_saved_step(smoke_run):
     assert resumed_steps == [20, 21]
 
 
+@pytest.mark.slow
 def test_resume_with_another_depth_is_one_clear_error(smoke_run):
     cwd, _ = smoke_run
     result = flightmind(
@@ -113,27 +120,28 @@ def test_resume_with_another_depth_is_one_clear_error(smoke_run):
     assert "was trained with depth=4 but this run configures depth=2" in result.stderr
 
 
-def test_missing_data_directory_is_one_clear_error(tmp_path):
-    result = flightmind(
+def test_missing_data_directory_is_one_clear_error(tmp_path, monkeypatch, capsys):
+    result = flightmind_here(
         "fit", "-c", REPO / "configs" / "smoke.yaml", "--data.init_args.build_demo", "false",
-        "--data.init_args.data_dir", tmp_path / "nowhere", cwd=tmp_path,
+        "--data.init_args.data_dir", tmp_path / "nowhere", cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys,
     )
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert "flightmind prepare" in result.stderr and "nowhere" in result.stderr
 
 
-def test_strict_prepare_names_file_and_line_without_traceback(tmp_path):
+def test_strict_prepare_names_file_and_line_without_traceback(tmp_path, monkeypatch, capsys):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "fine"}\n{"text": 3}\n')
-    result = flightmind("prepare", "--input", bad, "--out", tmp_path / "out", "--vocab-size", "300", "--strict", cwd=tmp_path)
+    result = flightmind_here("prepare", "--input", bad, "--out", tmp_path / "out", "--vocab-size", "300", "--strict",
+                             "--workers", "1", cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert f"{bad}:2" in result.stderr
 
 
-def test_help_lists_training_and_tool_commands(tmp_path):
-    result = flightmind("--help", cwd=tmp_path)
+def test_help_lists_training_and_tool_commands(tmp_path, monkeypatch, capsys):
+    result = flightmind_here("--help", cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
     assert result.returncode == 0
     for command in ("fit", "validate", "test", "prepare"):
         assert f"  {command} " in result.stdout

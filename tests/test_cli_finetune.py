@@ -8,7 +8,7 @@ import torch
 
 from flightmind.contracts import load_tokenizer
 from flightmind.model.checkpoint import build_model, load_trained, read_checkpoint
-from tests.helpers import REPO, flightmind, scalars
+from tests.helpers import REPO, flightmind, flightmind_here, scalars
 
 CONFIG = REPO / "configs" / "finetune_smoke.yaml"
 
@@ -26,6 +26,7 @@ def finetune_run(smoke_run, tmp_path_factory):
     return cwd, result
 
 
+@pytest.mark.slow
 def test_smoke_finetune_trains_the_adapters_and_its_masked_loss_falls(finetune_run):
     cwd, result = finetune_run
     output = result.stdout + result.stderr
@@ -44,6 +45,7 @@ def test_smoke_finetune_trains_the_adapters_and_its_masked_loss_falls(finetune_r
     assert names == ["best.ckpt", "final.ckpt", "last.ckpt", "step_15.ckpt", "step_30.ckpt"]
 
 
+@pytest.mark.slow
 def test_finetuned_checkpoint_tests_and_exports_to_a_plain_gpt(finetune_run):
     cwd, _ = finetune_run
     ckpt = cwd / "checkpoints" / "finetune_smoke" / "final.ckpt"
@@ -61,6 +63,7 @@ def test_finetuned_checkpoint_tests_and_exports_to_a_plain_gpt(finetune_run):
     torch.testing.assert_close(model(idx), adapted(idx), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_generate_reads_the_finetuned_checkpoint_and_its_export_alike(finetune_run, tmp_path, capsys):
     from flightmind.cli import main
     from flightmind.export import export
@@ -85,12 +88,13 @@ def test_generate_reads_the_finetuned_checkpoint_and_its_export_alike(finetune_r
     assert (model(idx) - base(idx)).abs().max() > 0.1
 
 
-def test_missing_base_checkpoint_is_one_clear_error(tmp_path):
-    result = flightmind("fit", "-c", CONFIG, cwd=tmp_path)
+def test_missing_base_checkpoint_is_one_clear_error(tmp_path, monkeypatch, capsys):
+    result = flightmind_here("fit", "-c", CONFIG, cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "base_checkpoint checkpoints/smoke/final.ckpt does not exist: pretrain first" in result.stderr
 
 
+@pytest.mark.slow
 def test_export_of_a_pretraining_checkpoint_ships_the_tokenizer_it_carries(smoke_run, tmp_path, chat_tokenizer_path):
     smoke_cwd, _ = smoke_run
     ckpt = smoke_cwd / "checkpoints" / "smoke" / "final.ckpt"
@@ -99,7 +103,7 @@ def test_export_of_a_pretraining_checkpoint_ships_the_tokenizer_it_carries(smoke
     assert "no adapters" in done.stdout
     model, tokenizer = load_trained(tmp_path / "out")
     assert tokenizer.to_str() == load_tokenizer(smoke_cwd / "data/demo/tokenizer.json").to_str()
-    idx = torch.randint(0, 32768, (1, 32), generator=torch.Generator().manual_seed(1))
+    idx = torch.randint(0, model.config.vocab_size, (1, 32), generator=torch.Generator().manual_seed(1))
     assert torch.equal(model(idx), build_model(read_checkpoint(ckpt)).eval()(idx))
     # --tokenizer still overrides the checkpoint's.
     done = flightmind("export", "--ckpt", ckpt, "--out", tmp_path / "out", "--tokenizer", chat_tokenizer_path, cwd=tmp_path)
@@ -107,15 +111,16 @@ def test_export_of_a_pretraining_checkpoint_ships_the_tokenizer_it_carries(smoke
     assert load_trained(tmp_path / "out")[1].to_str() == load_tokenizer(chat_tokenizer_path).to_str()
 
 
-def test_synth_commands_same_seed_same_file(tmp_path):
+def test_synth_commands_same_seed_same_file(tmp_path, monkeypatch, capsys):
     for name in ("a", "b"):
-        result = flightmind("synth-commands", "--n", 90, "--out", tmp_path / f"{name}.jsonl", "--seed", 3, cwd=tmp_path)
+        result = flightmind_here("synth-commands", "--n", 90, "--out", tmp_path / f"{name}.jsonl", "--seed", 3,
+                                 cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
         assert result.returncode == 0, result.stderr[-3000:]
     assert "wrote 90 commands" in result.stdout and "heading 10, altitude 10" in result.stdout
     assert (tmp_path / "a.jsonl").read_bytes() == (tmp_path / "b.jsonl").read_bytes()
     records = [json.loads(line) for line in (tmp_path / "a.jsonl").read_text().splitlines()]
     assert len(records) == 90 and all(json.loads(r["messages"][2]["content"].split("\n")[0])["action"] for r in records)
-    listed = flightmind("--help", cwd=tmp_path).stdout
+    listed = flightmind_here("--help", cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys).stdout
     assert "  synth-commands " in listed and "  export " in listed
 
 
@@ -142,6 +147,7 @@ def test_d24_config_is_the_specs_setup(capsys):
     assert 0.01 <= trainable / total <= 0.015
 
 
+@pytest.mark.slow
 def test_generate_chat_asks_the_finetuned_model_in_its_template(finetune_run, capsys):
     from flightmind.cli import main
     from flightmind.data.chat import DEFAULT_SYSTEM_PROMPT

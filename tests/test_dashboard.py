@@ -7,6 +7,7 @@ from flightmind.dashboard import PANELS, read_scalars
 from flightmind.errors import FlightMindError
 
 
+@pytest.mark.slow
 def test_dashboard_draws_the_four_panels_of_a_real_smoke_run(smoke_run, tmp_path, capsys):
     from matplotlib.image import imread
 
@@ -25,6 +26,7 @@ def test_dashboard_draws_the_four_panels_of_a_real_smoke_run(smoke_run, tmp_path
     assert (rgb.min(axis=-1) < 0.5).mean() > 0.01  # dark pixels: lines, text
 
 
+@pytest.mark.slow
 def test_dashboard_title_names_model_size_and_steps(smoke_run):
     from flightmind.dashboard import title
 

@@ -1,6 +1,8 @@
 """benchmarks/gpu_check.py works before the first GPU session: its dry run on the CPU, its imports,
 and the config cases it runs on the GPU are the shipped configs'."""
 
+import pytest
+
 import json
 import os
 import subprocess
@@ -25,6 +27,7 @@ sys.exit(code)
 """
 
 
+@pytest.mark.slow
 def test_dry_run_trains_every_case_on_the_cpu_without_datasets(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     result = subprocess.run(

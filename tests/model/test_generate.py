@@ -95,6 +95,7 @@ def test_empty_prompt_is_an_error():
 # -- text in, text out: `flightmind generate` on a checkpoint that `fit` wrote ------------------
 
 
+@pytest.mark.slow
 def test_generate_command_loads_a_fit_checkpoint_and_continues_greedily(smoke_run, capsys):
     from flightmind.cli import main
     from flightmind.model.checkpoint import load_trained
@@ -113,6 +114,7 @@ def test_generate_command_loads_a_fit_checkpoint_and_continues_greedily(smoke_ru
     assert capsys.readouterr().out == printed
 
 
+@pytest.mark.slow
 def test_generate_command_sampling_is_reproducible_with_a_seed(smoke_run, capsys):
     from flightmind.cli import main
 

@@ -64,6 +64,7 @@ def windows(rows_per_micro_batch, micro_batches) -> list[tuple[int, ...]]:
     return sorted(tuple(row) for i in micro_batches for row in rows_per_micro_batch[i])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("launcher", LAUNCHERS)
 def test_two_process_ddp_equals_one_process_with_the_same_global_batch(launcher, one_process, prepared_dir, tmp_path):
     output = launch([*LAUNCHERS[launcher], *fit_args(prepared_dir, MICRO_BATCH, devices=2)], tmp_path)

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from flightmind.data.mixing import exact_ratio, is_aviation
@@ -17,6 +18,7 @@ REPO = Path(__file__).resolve().parents[2]
 TAG = re.compile(r"\[doc (\d+)\]")
 
 
+@pytest.mark.slow
 def test_two_ddp_ranks_mix_disjoint_general_documents_and_different_aviation_sequences_and_resume_exactly(
     tmp_path, prepared_dir, tagged_texts, write_parquet_pool
 ):

@@ -4,6 +4,8 @@ a real ``flightmind fit`` (the CLI's callbacks, progress bar, logger and checkpo
 process and in each rank of a 2-process DDP run.
 """
 
+import pytest
+
 import json
 from pathlib import Path
 
@@ -59,6 +61,7 @@ def test_no_device_reads_between_logging_steps(prepared_dir, tmp_path, monkeypat
     assert isinstance(cli.model, PretrainModule)
 
 
+@pytest.mark.slow
 def test_no_device_reads_or_barriers_between_logging_steps_in_each_ddp_rank(prepared_dir, tmp_path):
     # The non-finite guard sums its verdict over the ranks every step: queued on the device, no barrier.
     command = [
