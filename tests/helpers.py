@@ -34,6 +34,34 @@ def flightmind_here(*args, cwd, monkeypatch, capsys):
     return SimpleNamespace(returncode=code, stdout=out.out, stderr=out.err)
 
 
+def recomputed_action_accuracy(model, tokenizer, examples, max_new_tokens) -> float:
+    """The reference for val/action_acc: greedy decoding by a full forward pass per token (no KV cache),
+    the text up to the first newline or end marker parsed as JSON and compared with the reference action."""
+    import json
+
+    import torch
+
+    stops = {tokenizer.token_to_id("<|end|>"), tokenizer.token_to_id("<|endoftext|>")}
+    right = 0
+    model.eval()
+    for example in examples:
+        tokens = list(example["prompt"])
+        for _ in range(max_new_tokens):
+            with torch.no_grad():
+                token = int(model(torch.tensor([tokens]))[0, -1].argmax())
+            if token in stops:
+                break
+            tokens.append(token)
+            if "\n" in tokenizer.decode([token], skip_special_tokens=False):
+                break
+        first_line = tokenizer.decode(tokens[len(example["prompt"]) :]).split("\n", 1)[0]
+        try:
+            right += json.loads(first_line) == example["action"]
+        except ValueError:
+            pass
+    return right / len(examples)
+
+
 def scalars(run_dir: Path, tag: str) -> list[tuple[int, float]]:
     events = EventAccumulator(str(run_dir))
     events.Reload()
