@@ -8,13 +8,14 @@ from flightmind.cli import expand_config_bases, instantiate_config
 from flightmind.errors import FlightMindError
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-# config: (tokens per optimizer step, optimizer steps, validation every N optimizer steps)
+# config: (tokens per optimizer step, optimizer steps, validation every N optimizer steps, parameters)
+# Parameters with the spec's 32,768-token vocabulary; an unset vocab_size follows the run's tokenizer.
 EXPECTED = {
-    "smoke.yaml": (2_048, 20, 10),
-    "rtx4060_d8.yaml": (524_288, 5_000, 500),
-    "h100x4_d24.yaml": (524_288, 95_000, 500),
-    "h100x4_d32.yaml": (524_288, 95_000, 500),
-    "h100x4x2_d24.yaml": (524_288, 95_000, 500),
+    "smoke.yaml": (2_048, 20, 10, 12_585_216),
+    "rtx4060_d8.yaml": (524_288, 5_000, 500, 50_340_352),
+    "h100x4_d24.yaml": (524_288, 95_000, 500, 956_376_576),
+    "h100x4_d32.yaml": (524_288, 95_000, 500, 2_214_725_632),
+    "h100x4x2_d24.yaml": (524_288, 95_000, 500, 956_376_576),
 }
 # Pretraining configs; the fine-tuning ones (finetune_*.yaml) need a base checkpoint to instantiate
 # and are checked in tests/test_cli_finetune.py.
@@ -30,7 +31,7 @@ def test_config_parses_and_trains_the_tokens_per_step_it_states(name):
     model, data, trainer = instantiate_config("-c", str(CONFIGS / name))
     tokens = data.batch_size * trainer.accumulate_grad_batches * trainer.devices * trainer.num_nodes * data.seq_len
     every = trainer.val_check_interval // trainer.accumulate_grad_batches  # val_check_interval counts micro-batches
-    assert (tokens, trainer.max_steps, every) == EXPECTED[name]
+    assert (tokens, trainer.max_steps, every, model.config.num_params()) == EXPECTED[name]
     assert f"= {tokens:,}" in (CONFIGS / name).read_text()  # the header comment states it
     assert data.seq_len <= model.config.max_seq_len
 

@@ -112,10 +112,22 @@ def report(budget: Budget, mfu: float | None = None, price_per_hour: float | Non
     return "\n".join(lines)
 
 
+def from_config(path: str, gpu: GPU) -> Budget:
+    """The budget of the run a ``flightmind fit`` config describes: its shape, steps, tokens per step and GPUs."""
+    from flightmind.cli import instantiate_config
+
+    model, data, trainer = instantiate_config("-c", path)
+    gpus = int(trainer.devices) * int(trainer.num_nodes)
+    tokens = data.batch_size * trainer.accumulate_grad_batches * gpus * data.seq_len
+    return Budget(model.config, trainer.max_steps, tokens, gpus, gpu, seq_len=data.seq_len)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--depth", type=int, required=True, help="model depth (d8, d24, d32 …)")
-    parser.add_argument("--steps", type=int, required=True, help="optimizer steps")
-    parser.add_argument("--tokens-per-step", type=int, required=True,
+    parser.add_argument("-c", "--config", help="a `flightmind fit` config: the model's whole shape, steps, tokens per "
+                        "step and GPUs come from it (the options below are then ignored)")
+    parser.add_argument("--depth", type=int, help="model depth (d8, d24, d32 …), without --config")
+    parser.add_argument("--steps", type=int, help="optimizer steps, without --config")
+    parser.add_argument("--tokens-per-step", type=int,
                         help="tokens per optimizer step: micro-batch × accumulation × GPUs × sequence length")
     parser.add_argument("--gpus", type=int, default=1, help="number of GPUs (default 1)")
     parser.add_argument("--gpu", choices=sorted(GPUS), default="h100", help="GPU model (default h100 = H100 SXM)")
@@ -126,6 +138,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.config is not None:
+        print(report(from_config(args.config, GPUS[args.gpu]), mfu=args.mfu, price_per_hour=args.price_per_hour))
+        return 0
+    missing = [f"--{n.replace('_', '-')}" for n in ("depth", "steps", "tokens_per_step") if getattr(args, n) is None]
+    if missing:
+        raise FlightMindError(f"give -c CONFIG, or {', '.join(missing)}")
     for name in ("steps", "tokens_per_step", "gpus", "seq_len"):
         if getattr(args, name) < 1:
             raise FlightMindError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")

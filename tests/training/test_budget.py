@@ -1,6 +1,7 @@
 """`flightmind budget` reproduces the spec's compute table; one table of GPU peaks serves everything."""
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -49,7 +50,22 @@ def test_budget_command_prints_parameters_tokens_flops_hours_and_cost(capsys):
     assert with_attention[3:] == ["3.31e+20", "23.2", "92.9", "$595"]
 
 
+def test_budget_of_a_config_follows_its_whole_shape(tmp_path, capsys):
+    configs = Path(__file__).resolve().parents[2] / "configs"
+    assert main(["budget", "-c", str(configs / "h100x4_d24.yaml"), "--mfu", "0.25"]) == 0
+    same = capsys.readouterr().out
+    assert "956.4M" in same and "4 × H100 SXM" in same and "49.81B = 95,000 steps × 524,288 tokens per step" in same
+    # A grouped-query, untied d24: the budget counts the shape the run trains.
+    (tmp_path / "gqa.yaml").write_text(f"base: {configs / 'h100x4_d24.yaml'}\nmodel:\n  init_args:\n    shape:\n"
+                                       "      n_kv_head: 4\n      tie_embeddings: false\n")
+    assert main(["budget", "-c", str(tmp_path / "gqa.yaml")]) == 0
+    shape = GPTConfig(depth=24, n_kv_head=4, tie_embeddings=False)
+    assert f"{shape.num_params() / 1e6:,.1f}M" in capsys.readouterr().out
+
+
 def test_bad_budget_arguments_are_one_clear_error(capsys):
+    assert main(["budget", "--steps", "95000"]) == 2
+    assert "give -c CONFIG, or --depth, --tokens-per-step" in capsys.readouterr().err
     assert main(["budget", "--depth", "24", "--steps", "95000", "--tokens-per-step", "524288", "--mfu", "25"]) == 2
     assert "--mfu is a fraction of the peak in (0, 1], got 25.0" in capsys.readouterr().err
 
