@@ -25,7 +25,7 @@ from flightmind.training.samples import SampleGeneration
 # name → (module defining add_arguments/run, one-line help)
 TOOLS: dict[str, tuple[str, str]] = {
     "prepare": ("flightmind.data.prepare", "train the BPE tokenizer if needed; JSONL → packed uint16 shards + meta.json"),
-    "generate": ("flightmind.model.generate", "continue a prompt with a trained checkpoint (KV cache; greedy or sampled)"),
+    "generate": ("flightmind.generate", "continue a prompt with a trained checkpoint (KV cache; greedy or sampled)"),
     "dashboard": ("flightmind.dashboard", "draw a run's loss, perplexity, gradient norm and throughput as a PNG"),
     "budget": ("flightmind.training.budget", "parameters, tokens, FLOPs, hours and cost of a pretraining run"),
     "synth-commands": ("flightmind.data.commands", "synthetic cockpit commands (9 categories) as chat JSONL for fine-tuning"),

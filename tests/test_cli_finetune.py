@@ -164,7 +164,8 @@ def test_d24_config_is_the_specs_setup(capsys):
 def test_generate_chat_asks_the_finetuned_model_in_its_template(finetune_run, capsys):
     from flightmind.cli import main
     from flightmind.data.chat import DEFAULT_SYSTEM_PROMPT
-    from flightmind.model.generate import chat_prompt, complete
+    from flightmind.generate import chat_prompt
+    from flightmind.model.generate import complete
 
     cwd, _ = finetune_run
     ckpt = cwd / "checkpoints" / "finetune_smoke" / "final.ckpt"

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
-import sys
-import time
 from collections.abc import Callable, Collection, Iterator
 
 import torch
 from tokenizers import Tokenizer
 
 from flightmind.contracts import END, EOT, eot_id
-from flightmind.errors import FlightMindError
 from flightmind.model.gpt import GPT, KVCache
 
 
@@ -99,7 +95,7 @@ def generate(
 
 
 # ---------------------------------------------------------------------------------------------
-# Text in, text out (used by `flightmind generate` and the sample callback)
+# Text in, text out (used by `flightmind generate`, flightmind/generate.py, and the sample callback)
 
 
 def stop_ids(tokenizer: Tokenizer) -> set[int]:
@@ -110,14 +106,6 @@ def stop_ids(tokenizer: Tokenizer) -> set[int]:
 def encode_prompt(tokenizer: Tokenizer, prompt: str) -> list[int]:
     """The prompt as the start of a document: training put ``<|endoftext|>`` before every document."""
     return [eot_id(tokenizer), *tokenizer.encode(prompt, add_special_tokens=False).ids]
-
-
-def chat_prompt(tokenizer: Tokenizer, prompt: str, system: str | None) -> list[int]:
-    """The prompt as a user turn of the fine-tuning chat template, asking for the assistant's answer."""
-    from flightmind.data.chat import ChatTemplate, Message
-
-    messages = ([Message("system", system)] if system else []) + [Message("user", prompt)]
-    return ChatTemplate(tokenizer).prompt(messages)
 
 
 class TextStream:
@@ -155,7 +143,7 @@ def complete(
 ) -> TextStream:
     """The continuation of ``prompt`` (``.text``, ``.ids``); ``on_text`` receives the text piece by piece.
 
-    ``prompt_ids`` replaces the prompt's encoding as a document's start (e.g. ``chat_prompt``).
+    ``prompt_ids`` replaces the prompt's encoding as a document's start (e.g. flightmind.generate.chat_prompt).
     ``sampling`` takes the keyword arguments of ``generate`` (temperature, top_k, top_p, generator, use_cache).
     """
     stream = TextStream(tokenizer)
@@ -168,81 +156,3 @@ def complete(
     if piece and on_text is not None:
         on_text(piece)
     return stream
-
-
-# ---------------------------------------------------------------------------------------------
-# `flightmind generate`
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--ckpt", required=True, metavar="PATH", help="a checkpoint written by `flightmind fit` (pretraining or LoRA, "
-                        "e.g. checkpoints/d8/best.ckpt) or a directory written by `flightmind export`")
-    parser.add_argument("--prompt", required=True, help="text to continue (with --chat: the user's message)")
-    parser.add_argument("--chat", action="store_true", help="ask a fine-tuned model: the prompt becomes a user turn of the "
-                        "chat template and the assistant's answer is printed")
-    parser.add_argument("--system", default=None, help="with --chat: the system prompt (default: the one fine-tuning "
-                        "adds to records without one)")
-    parser.add_argument("--max-new-tokens", type=int, default=200, help="at most this many new tokens (default: 200)")
-    parser.add_argument("--temperature", type=float, default=0.8, help="sampling temperature; 0 is greedy (default: 0.8)")
-    parser.add_argument("--top-k", type=int, default=None, help="sample among the k most likely tokens")
-    parser.add_argument("--top-p", type=float, default=None, help="sample among the most likely tokens holding this probability mass")
-    parser.add_argument("--seed", type=int, default=None, help="seed for reproducible sampling")
-    parser.add_argument("--stream", action="store_true", help="print the text as it is generated")
-    parser.add_argument("--tokenizer", metavar="tokenizer.json", help="use this tokenizer instead of the one saved with the model")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda if available)")
-    parser.add_argument("--no-cache", action="store_true", help="recompute the whole context for every token (slow; for comparison)")
-
-
-def _check_arguments(args: argparse.Namespace) -> None:
-    if args.max_new_tokens < 1:
-        raise FlightMindError(f"--max-new-tokens must be at least 1, not {args.max_new_tokens}")
-    if args.system is not None and not args.chat:
-        raise FlightMindError("--system sets the system turn of --chat: add --chat, or drop --system")
-    if args.temperature < 0:
-        raise FlightMindError(f"--temperature must be 0 (greedy) or more, not {args.temperature}")
-    if args.top_k is not None and args.top_k < 1:
-        raise FlightMindError(f"--top-k must be at least 1, not {args.top_k}")
-    if args.top_p is not None and not 0 < args.top_p <= 1:
-        raise FlightMindError(f"--top-p must be in (0, 1], not {args.top_p}")
-
-
-def run(args: argparse.Namespace) -> int:
-    from flightmind.model.checkpoint import load_trained
-
-    _check_arguments(args)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model, tokenizer = load_trained(args.ckpt, tokenizer=args.tokenizer, device=device)
-    generator = None if args.seed is None else torch.Generator(device).manual_seed(args.seed)
-
-    def show(piece: str) -> None:
-        sys.stdout.write(piece)
-        sys.stdout.flush()
-
-    prompt_ids = None
-    if args.chat:
-        from flightmind.data.chat import DEFAULT_SYSTEM_PROMPT
-
-        prompt_ids = chat_prompt(tokenizer, args.prompt, DEFAULT_SYSTEM_PROMPT if args.system is None else args.system)
-    shown_prompt = "" if args.chat else args.prompt  # a chat answer stands alone
-    if args.stream:
-        show(shown_prompt)
-    started = time.perf_counter()
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-        completion = complete(
-            model,
-            tokenizer,
-            args.prompt,
-            args.max_new_tokens,
-            on_text=show if args.stream else None,
-            prompt_ids=prompt_ids,
-            temperature=args.temperature,
-            top_k=args.top_k,
-            top_p=args.top_p,
-            generator=generator,
-            use_cache=not args.no_cache,
-        )
-    seconds = time.perf_counter() - started
-    print("" if args.stream else shown_prompt + completion.text)
-    tokens = len(completion.ids)
-    print(f"[{tokens} tokens in {seconds:.2f} s, {tokens / seconds:.1f} tokens/s]", file=sys.stderr)
-    return 0

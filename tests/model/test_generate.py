@@ -161,7 +161,7 @@ def test_streamed_text_equals_the_decoded_tokens_with_split_characters(prepared_
 def test_a_chat_prompt_is_what_fine_tuning_asks_the_assistant_with(chat_tokenizer_path):
     from flightmind.data.chat import DEFAULT_SYSTEM_PROMPT, ChatTemplate, record_messages
     from flightmind.contracts import load_tokenizer
-    from flightmind.model.generate import chat_prompt
+    from flightmind.generate import chat_prompt
 
     tokenizer = load_tokenizer(chat_tokenizer_path)
     record = {"prompt": "turn heading three six zero", "response": '{"action": "heading", "value": 360}'}
