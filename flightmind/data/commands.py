@@ -26,8 +26,8 @@ from pathlib import Path
 
 from flightmind.atomic import write_jsonl
 from flightmind.data.chat import DEFAULT_SYSTEM_PROMPT
-from flightmind.data.phraseology import say, say_altitude, say_heading, words
-from flightmind.data.radio import AIRPORTS, random_flight
+from flightmind.radio.phraseology import say, say_altitude, say_heading, words
+from flightmind.radio.traffic import AIRPORTS, random_flight
 from flightmind.errors import FlightMindError
 
 # Valid values of each category: the generator draws from these and the tests check against them.

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import random
 
-from flightmind.data.phraseology import PHONETIC, say, say_altitude, say_heading, say_runway, words
-from flightmind.data.radio import AIRPORTS, Airport, random_flight
+from flightmind.radio.phraseology import PHONETIC, say, say_altitude, say_heading, say_runway, words
+from flightmind.radio.traffic import AIRPORTS, Airport, random_flight
 from flightmind.demo import demo_table
 from flightmind.demo.reports import Observation, best_runway, random_observation
 from flightmind.demo.weather import (

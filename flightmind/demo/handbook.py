@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import random
 
-from flightmind.data.radio import AIRPORTS
+from flightmind.radio.traffic import AIRPORTS
 from flightmind.demo import demo_table
 from flightmind.demo.weather import angle_between, density_altitude, runway_heading, wind_components
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import random
 
-from flightmind.data.radio import AIRPORTS, GA_TYPES, random_ga
+from flightmind.radio.traffic import AIRPORTS, GA_TYPES, random_ga
 from flightmind.demo import demo_table
 from flightmind.demo.reports import metar_text, random_observation
 from flightmind.demo.weather import (

@@ -8,7 +8,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from flightmind.data.radio import AIRPORTS, Airport
+from flightmind.radio.traffic import AIRPORTS, Airport
 from flightmind.demo.weather import (
     PHENOMENON, Weather, angle_between, random_weather, runway_heading, sentence, sky_code, sky_words,
     temp_code, temp_words, vis_words, weather_code, weather_words, whole_degrees, wind_components, wx_words,

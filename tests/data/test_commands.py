@@ -10,7 +10,7 @@ import pytest
 
 from flightmind.data.chat import record_messages, reference_action
 from flightmind.data.commands import CATEGORIES, VALUES, generate_commands, write_commands
-from flightmind.data.phraseology import DIGITS
+from flightmind.radio.phraseology import DIGITS
 
 DIGIT = {word: str(i) for i, word in enumerate(DIGITS)} | {"nine": "9"}
 
@@ -110,7 +110,7 @@ def module_level_imports(module: str) -> set[str]:
 
 def test_commands_import_nothing_from_the_demo():
     imported = module_level_imports("flightmind.data.commands")
-    assert {"flightmind.data.phraseology", "flightmind.data.radio", "flightmind.atomic"} <= imported
+    assert {"flightmind.radio.phraseology", "flightmind.radio.traffic", "flightmind.atomic"} <= imported
     assert not [m for m in imported if m.startswith("flightmind.demo")]
     assert "flightmind.demo.weather" in module_level_imports("flightmind.demo.corpus")  # the walk follows chains
 
@@ -122,4 +122,4 @@ def test_commands_import_nothing_from_the_demo_at_run_time():
     result = subprocess.run([sys.executable, "-c", code], cwd=PACKAGE_ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     loaded = ast.literal_eval(result.stdout)
-    assert "flightmind.data.radio" in loaded and not [m for m in loaded if m.startswith("flightmind.demo")]
+    assert "flightmind.radio.traffic" in loaded and not [m for m in loaded if m.startswith("flightmind.demo")]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from flightmind.data.radio import AIRPORTS, GA_TYPES
+from flightmind.radio.traffic import AIRPORTS, GA_TYPES
 from flightmind.demo import demo_table
 from flightmind.demo.atc import FIXES, PARKING, VORS
 from flightmind.demo.checklists import CHECKLIST_AIRCRAFT, CHECKLIST_FLOWS, CHECKLISTS, EMERGENCIES, NOTES
@@ -63,7 +63,7 @@ def test_narrative_tables_match_the_radio_tables():
 def test_pyproject_ships_every_table():
     tomllib = pytest.importorskip("tomllib")
     package_data = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
-    for package in ("flightmind.data", "flightmind.demo"):
+    for package in ("flightmind.radio", "flightmind.demo"):
         tables = sorted(p.name for p in resources.files(package).joinpath("tables").iterdir() if p.name.endswith(".json"))
         assert tables, package
         package_dir = REPO.joinpath(*package.split("."))

@@ -1,6 +1,6 @@
 """Spoken numbers as on the radio, checked against phrases written out by hand."""
 
-from flightmind.data.phraseology import say, say_altitude, say_heading, say_runway, words
+from flightmind.radio.phraseology import say, say_altitude, say_heading, say_runway, words
 
 
 def test_say_digits_letters_and_the_decimal_point():

@@ -3,8 +3,8 @@
 import random
 import re
 
-from flightmind.data.phraseology import DIGITS, PHONETIC
-from flightmind.data.radio import AIRLINES, AIRPORTS, GA_TYPES, Airport, random_flight
+from flightmind.radio.phraseology import DIGITS, PHONETIC
+from flightmind.radio.traffic import AIRLINES, AIRPORTS, GA_TYPES, Airport, random_flight
 
 SPOKEN = {word: str(i) for i, word in enumerate(DIGITS)} | {word: letter for letter, word in PHONETIC.items()}
 

@@ -12,7 +12,7 @@ import random
 from dataclasses import dataclass
 from importlib import resources
 
-from flightmind.data.phraseology import say, words
+from flightmind.radio.phraseology import say, words
 
 
 def _table(name: str) -> dict:
