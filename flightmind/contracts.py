@@ -129,3 +129,10 @@ class TokenData(Protocol):
 
     def tokenizer(self) -> Tokenizer:
         """That tokenizer, loaded once (call after ``setup``)."""
+
+
+@runtime_checkable
+class ChatData(TokenData, Protocol):
+    """``FinetuneDataModule``: chat records, some of whose prompts are scored on their JSON action."""
+
+    action_set: list[dict]  # {"prompt": token ids up to the assistant marker, "action": the reference}

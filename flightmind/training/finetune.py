@@ -16,7 +16,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torchmetrics import MeanMetric
 
-from flightmind.contracts import END, IGNORE_INDEX, eot_id
+from flightmind.contracts import END, IGNORE_INDEX, ChatData, eot_id
 from flightmind.data.chat import parse_action
 from flightmind.errors import FlightMindError
 from flightmind.model import GPT
@@ -153,7 +153,8 @@ class FinetuneModule(CausalLM):
     def _score_actions(self, metric: MeanMetric) -> bool:
         """Score this rank's share of the datamodule's ``action_set`` into ``metric``. The answer,
         whether anything was scored, is the same on every rank, so all of them reduce the metric."""
-        examples = getattr(self.trainer.datamodule, "action_set", None)  # FinetuneDataModule's; other data has none
+        data = self.trainer.datamodule
+        examples = data.action_set if isinstance(data, ChatData) else None
         if not examples or self.trainer.sanity_checking:
             return False
         mine = examples[self.global_rank :: self.trainer.world_size]

@@ -14,7 +14,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.strategies import DeepSpeedStrategy, FSDPStrategy, ModelParallelStrategy
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
-from flightmind.contracts import load_tokenizer
+from flightmind.contracts import TokenData
 from flightmind.model.generate import complete
 
 # The spec's built-in prompts: aviation knowledge, procedures, weather, regulations.
@@ -57,14 +57,14 @@ class SampleGeneration(L.Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if self.every_n_validations < 1 or stage != "fit":
             return
-        path = getattr(trainer.datamodule, "tokenizer_path", None)
+        data = trainer.datamodule
         if isinstance(trainer.strategy, (FSDPStrategy, ModelParallelStrategy, DeepSpeedStrategy)):
             # Sharded weights: rank 0 alone cannot run the model.
             rank_zero_warn("sample generation is off: it needs the whole model on rank 0 (DDP or one device)")
-        elif path is None:
-            rank_zero_warn("sample generation is off: the datamodule has no tokenizer_path")
+        elif not isinstance(data, TokenData):
+            rank_zero_warn("sample generation is off: the datamodule has no tokenizer (flightmind.contracts.TokenData)")
         elif trainer.is_global_zero:
-            self.tokenizer = load_tokenizer(path)
+            self.tokenizer = data.tokenizer()
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or self.every_n_validations < 1:

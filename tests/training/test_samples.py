@@ -5,6 +5,7 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins.precision import Precision
 
+from flightmind.data.datamodule import PretrainDataModule
 from flightmind.model import GPT, GPTConfig
 from flightmind.training.samples import SPEC_PROMPTS, SampleGeneration
 
@@ -23,7 +24,7 @@ class RecordingTensorBoard(TensorBoardLogger):
 
 def fake_trainer(prepared_dir, rank, logger):
     return SimpleNamespace(
-        datamodule=SimpleNamespace(tokenizer_path=prepared_dir / "tokenizer.json"),
+        datamodule=PretrainDataModule(data_dir=str(prepared_dir)),
         strategy=object(),
         is_global_zero=rank == 0,
         sanity_checking=False,
