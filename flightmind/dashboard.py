@@ -49,8 +49,9 @@ def title(run_dir: Path, scalars: dict[str, Series], name: str | None) -> str:
     hparams = run_dir / "hparams.yaml"
     if hparams.is_file():
         values = load_hparams_from_yaml(str(hparams)) or {}
-        if "depth" in values:
-            config = GPTConfig.from_dict(values)
+        shape = values.get("shape") or (values if "depth" in values else None)  # earlier runs: top-level depth
+        if shape:
+            config = GPTConfig.from_dict(shape)
             parts.insert(0, f"FlightMind-d{config.depth} ({config.num_params() / 1e6:.1f}M parameters)")
     return " · ".join(parts)
 

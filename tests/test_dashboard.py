@@ -32,7 +32,8 @@ def test_dashboard_title_names_model_size_and_steps(smoke_run):
 
     cwd, _ = smoke_run
     run_dir = cwd / "lightning_logs" / "version_0"
-    assert title(run_dir, read_scalars(run_dir), None) == "FlightMind-d4 (12.6M parameters) · lightning_logs/version_0 · 20 steps"
+    # d4 with the demo tokenizer's 9,088 rows: 12.59M - (32,768 - 9,088) × 256 = 6.52M parameters.
+    assert title(run_dir, read_scalars(run_dir), None) == "FlightMind-d4 (6.5M parameters) · lightning_logs/version_0 · 20 steps"
 
 
 def test_without_matplotlib_the_dashboard_names_the_extra(monkeypatch, tmp_path, capsys):
