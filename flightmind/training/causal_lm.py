@@ -150,7 +150,7 @@ class CausalLM(L.LightningModule):
         self.model = self.build_model()
         self.config = self.model.config  # complete: a bare GPT fills in an unset vocabulary
         if "shape" in self.hparams:  # hparams.yaml (written after this) shows the shape that trains
-            self.hparams["shape"] = self.config.to_dict()
+            self.save_hyperparameters({**self.hparams, "shape": self.config.to_dict()})
         # FSDP later turns every parameter into a 1-dim view of its shard (the same Parameter objects):
         # decide weight decay by the shape each has now.
         self._matrices = {id(p) for p in self.model.parameters() if p.dim() >= 2}
