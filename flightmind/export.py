@@ -67,6 +67,12 @@ def export(
     if dtype not in DTYPES and not (format == "gguf" and dtype in GGUF_ONLY_DTYPES):
         choices = [*DTYPES, *(GGUF_ONLY_DTYPES if format == "gguf" else ())]
         raise FlightMindError(f"unknown dtype {dtype!r} for --format {format}: choose one of {', '.join(choices)}")
+    if format == "gguf":  # a missing optional package is reported before any work
+        from flightmind.interop.gguf import gguf_module
+
+        gguf_module()
+    else:
+        safetensors_torch()
     saved = read_saved(ckpt)
     tok = trained_tokenizer(saved, tokenizer)
     model = build_model(saved)
@@ -93,7 +99,6 @@ def export(
         return summary
     from flightmind.interop.hf import save_safetensors
 
-    safetensors_torch()  # a clear line if it is missing, before anything is written
     state = {k: v.detach().to(DTYPES[dtype]).contiguous() for k, v in state.items()}
     out.mkdir(parents=True, exist_ok=True)
     (out / CONFIG_FILE).unlink(missing_ok=True)  # the directory is incomplete until the new one is written

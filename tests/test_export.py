@@ -63,7 +63,7 @@ def test_misshapen_or_foreign_checkpoints_are_one_clear_error(tmp_path, chat_tok
     model = tiny_gpt()
     ckpt = write_checkpoint(tmp_path / "bad.ckpt", model)
     checkpoint = torch.load(ckpt, weights_only=True)
-    checkpoint["model_config"]["depth"] = 4  # says d4, holds d2 weights
+    checkpoint["model_config"].update(depth=4, dim=256, n_layer=4)  # says d4, holds d2 weights
     torch.save(checkpoint, ckpt)
     with pytest.raises(FlightMindError, match=r"do not fit.*missing \(blocks\.2\..*of another shape \(embed\.weight \(512, 128\) where the model has \(512, 256\)"):
         export(ckpt, tmp_path / "out", tokenizer=chat_tokenizer_path)
