@@ -348,10 +348,14 @@ def _read_weights(directory: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def _grow_rows(weight: torch.Tensor, rows: int) -> torch.Tensor:
-    """``weight`` with rows appended up to ``rows``, each the mean of the existing rows (new tokens start
-    as an average token, not as noise)."""
-    extra = weight.mean(dim=0, keepdim=True).expand(rows - weight.size(0), -1)
+def _grow_rows(weight: torch.Tensor, rows: int, spelled: dict[int, list[int]]) -> torch.Tensor:
+    """``weight`` with rows appended up to ``rows``. An added token's row is the mean of the rows of the
+    tokens its text is made of (``<|user|>`` from ``<``, ``|``, ``user``, …), so that the new markers
+    start distinct and near their meaning (LoRA never trains the embedding); padding rows are the mean row."""
+    extra = weight.mean(dim=0, keepdim=True).repeat(rows - weight.size(0), 1)
+    for token_id, pieces in spelled.items():
+        if pieces:
+            extra[token_id - weight.size(0)] = weight[pieces].mean(dim=0)
     return torch.cat([weight, extra])
 
 
@@ -360,7 +364,8 @@ def read_llama(directory: str | Path) -> tuple[SavedModel, dict]:
     changed to get there: {"added_tokens": [...], "rows": (before, after)}.
 
     FlightMind's special tokens missing from the tokenizer are added at the end of its vocabulary and
-    the embedding (and an untied head) grow to cover them, rounded up to a multiple of 128 rows.
+    the embedding (and an untied head) grow to cover them, rounded up to a multiple of 128 rows (see
+    ``_grow_rows`` for the new rows' values).
     """
     directory = Path(directory)
     try:
@@ -387,9 +392,12 @@ def read_llama(directory: str | Path) -> tuple[SavedModel, dict]:
     rows = config.vocab_size
     if tokenizer.get_vocab_size() > rows:
         rows = min(-(-tokenizer.get_vocab_size() // VOCAB_MULTIPLE) * VOCAB_MULTIPLE, MAX_VOCAB_SIZE)
+        old_rows = config.vocab_size
+        spelled = {tokenizer.token_to_id(t): [i for i in original.encode(t, add_special_tokens=False).ids if i < old_rows]
+                   for t in added if tokenizer.token_to_id(t) >= old_rows}  # fmt: skip
         for key in ("embed.weight", "head.weight"):
             if key in state:
-                state[key] = _grow_rows(state[key], rows)
+                state[key] = _grow_rows(state[key], rows, spelled)
         config = GPTConfig.from_dict({**config.to_dict(), "vocab_size": rows})
     saved = SavedModel(path=directory, config=config, state_dict=state, lora=None, tokenizer=tokenizer, global_step=None)
     return saved, {"added_tokens": added, "rows": (hf["vocab_size"], rows)}

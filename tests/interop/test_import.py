@@ -72,6 +72,7 @@ def test_imported_llama_fine_tunes_with_the_smoke_config_and_exports_back(llama_
         assert (hf_logits(tmp_path / "hf") - tuned(IDX)).abs().max() <= 1e-4
 
 
+@pytest.mark.slow
 def test_imported_llama_continues_pretraining(llama_dir, tmp_path, prepared_dir):
     import lightning as L
 
@@ -126,7 +127,11 @@ def test_tokenizer_without_flightmind_tokens_gets_them_and_the_embedding_grows(t
     with torch.no_grad():
         assert (model(idx)[..., :400] - hf_logits(tmp_path / "llama", idx)).abs().max() <= 1e-4
     embed = model.embed.weight.detach()
-    assert embed.shape == (512, 96) and torch.allclose(embed[400:], embed[:400].mean(0).expand(112, -1))
+    assert embed.shape == (512, 96) and torch.allclose(embed[404:], embed[:400].mean(0).expand(108, -1))
+    for token, row in zip(SPECIAL_TOKENS[1:], range(400, 404)):  # each marker: the mean of the pieces spelling it
+        pieces = tokenizer.encode(token).ids
+        assert len(pieces) > 1 and torch.allclose(embed[row], embed[pieces].mean(0))
+    assert len({tuple(embed[row].tolist()) for row in range(400, 404)}) == 4
     # And back out: a 512-row Llama whose tokenizer holds the added tokens.
     export(tmp_path / "imported.ckpt", tmp_path / "hf")
     config = json.loads((tmp_path / "hf" / "config.json").read_text())
