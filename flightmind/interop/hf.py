@@ -186,19 +186,28 @@ def _prompt_processor(tokenizer: Tokenizer) -> processors.TemplateProcessing:
 def with_prompt_processor(tokenizer: Tokenizer) -> Tokenizer:
     """A copy that starts every text encoded with special tokens with ``<|endoftext|>``, as FlightMind's
     prompts start (``encode_prompt``): ``AutoTokenizer(text)`` then gives the ids ``flightmind generate`` feeds.
-    FlightMind itself always encodes with ``add_special_tokens=False``, so the processor never reaches training."""
+    A post-processor the tokenizer had runs first. FlightMind itself always encodes with
+    ``add_special_tokens=False``, so the processor never reaches training."""
     copy = Tokenizer.from_str(tokenizer.to_str())
-    copy.post_processor = _prompt_processor(tokenizer)
+    template = _prompt_processor(tokenizer)
+    copy.post_processor = template if tokenizer.post_processor is None else processors.Sequence([tokenizer.post_processor, template])
     return copy
 
 
 def without_prompt_processor(tokenizer: Tokenizer) -> Tokenizer:
-    """The tokenizer as FlightMind trained it: drops the processor ``with_prompt_processor`` added, so an
-    exported and re-imported tokenizer has the original's hash; any other processor stays."""
+    """The tokenizer as it was before ``with_prompt_processor``, so that an exported and re-imported
+    tokenizer keeps its hash (training checks it against the data's); any other tokenizer is returned as is."""
     data = json.loads(tokenizer.to_str())
-    if data.get("post_processor") != json.loads(with_prompt_processor(tokenizer).to_str())["post_processor"]:
+    current = data.get("post_processor") or {}
+    template = json.loads(with_prompt_processor(Tokenizer.from_str(json.dumps({**data, "post_processor": None}))).to_str())
+    template = template["post_processor"]
+    if current == template:
+        data["post_processor"] = None
+    elif current.get("type") == "Sequence" and current["processors"][-1:] == [template]:
+        rest = current["processors"][:-1]
+        data["post_processor"] = rest[0] if len(rest) == 1 else {**current, "processors": rest}
+    else:
         return tokenizer
-    data["post_processor"] = None
     return Tokenizer.from_str(json.dumps(data, ensure_ascii=False))
 
 

@@ -161,3 +161,19 @@ def test_cli_exports_hf_by_default_and_keeps_the_flightmind_format(tmp_path, cha
     with pytest.raises(SystemExit):
         main(["export", "--help"])
     assert "hf (default)" in capsys.readouterr().out
+
+
+def test_prompt_processor_comes_off_again_so_a_reimported_tokenizer_keeps_its_hash(chat_tokenizer_path):
+    from tokenizers import Tokenizer, processors
+
+    from flightmind.contracts import tokenizer_hash
+    from flightmind.interop.hf import with_prompt_processor, without_prompt_processor
+
+    plain = load_tokenizer(chat_tokenizer_path)
+    byte_level = Tokenizer.from_str(plain.to_str())
+    byte_level.post_processor = processors.ByteLevel(trim_offsets=False)  # as many downloaded tokenizers have
+    for tokenizer in (plain, byte_level):
+        exported = with_prompt_processor(tokenizer)
+        assert exported.encode("gear down").ids == [0, *tokenizer.encode("gear down").ids]
+        assert tokenizer_hash(without_prompt_processor(exported)) == tokenizer_hash(tokenizer)
+        assert without_prompt_processor(tokenizer).to_str() == tokenizer.to_str()
