@@ -99,7 +99,7 @@ def test_export_of_a_pretraining_checkpoint_ships_the_tokenizer_it_carries(smoke
     assert "no adapters" in done.stdout
     model, tokenizer = load_trained(tmp_path / "out")
     assert tokenizer.to_str() == load_tokenizer(smoke_cwd / "data/demo/tokenizer.json").to_str()
-    idx = torch.randint(0, 32768, (1, 32), generator=torch.Generator().manual_seed(1))
+    idx = torch.randint(0, model.config.vocab_size, (1, 32), generator=torch.Generator().manual_seed(1))
     assert torch.equal(model(idx), build_model(read_checkpoint(ckpt)).eval()(idx))
     # --tokenizer still overrides the checkpoint's.
     done = flightmind("export", "--ckpt", ckpt, "--out", tmp_path / "out", "--tokenizer", chat_tokenizer_path, cwd=tmp_path)
