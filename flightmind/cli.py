@@ -29,7 +29,8 @@ TOOLS: dict[str, tuple[str, str]] = {
     "dashboard": ("flightmind.dashboard", "draw a run's loss, perplexity, gradient norm and throughput as a PNG"),
     "budget": ("flightmind.training.budget", "parameters, tokens, FLOPs, hours and cost of a pretraining run"),
     "synth-commands": ("flightmind.data.commands", "synthetic cockpit commands (9 categories) as chat JSONL for fine-tuning"),
-    "export": ("flightmind.export", "merge LoRA adapters; write model.safetensors + config.json + tokenizer.json"),
+    "export": ("flightmind.export", "merge LoRA adapters; write a Hugging Face Llama directory (default), GGUF, or FlightMind's format"),
+    "import-hf": ("flightmind.interop.import_hf", "a Llama-family Hugging Face model as a checkpoint to continue pretraining or fine-tune"),
 }
 
 LIGHTNING_COMMANDS = {

@@ -17,7 +17,7 @@ IDX = torch.randint(0, 512, (2, 48), generator=torch.Generator().manual_seed(0))
 def test_plain_pretraining_checkpoint_round_trip_is_exact(tmp_path, chat_tokenizer_path):
     model = tiny_gpt()
     ckpt = write_checkpoint(tmp_path / "final.ckpt", model, step=20)
-    config = export(ckpt, tmp_path / "out", tokenizer=chat_tokenizer_path)
+    config = export(ckpt, tmp_path / "out", format="flightmind", tokenizer=chat_tokenizer_path)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["config.json", "model.safetensors", "tokenizer.json"]
     loaded, tokenizer = load_trained(tmp_path / "out")
     assert type(loaded) is GPT and list(loaded.state_dict()) == list(model.state_dict())
@@ -34,7 +34,7 @@ def test_lora_checkpoint_exports_merged_weights_with_the_plain_keys(tmp_path, ch
     model = fine_tuned()
     tokenizer_json = load_tokenizer(chat_tokenizer_path).to_str()
     ckpt = write_checkpoint(tmp_path / "lora.ckpt", model, lora=LORA, tokenizer_json=tokenizer_json)
-    export(ckpt, tmp_path / "out")  # the tokenizer comes from the checkpoint
+    export(ckpt, tmp_path / "out", format="flightmind")  # the tokenizer comes from the checkpoint
     weights = load_file(tmp_path / "out" / "model.safetensors")
     assert sorted(weights) == sorted(tiny_gpt().state_dict())  # no lora_A / lora_B
     loaded, tokenizer = load_trained(tmp_path / "out")
@@ -47,7 +47,7 @@ def test_lora_checkpoint_exports_merged_weights_with_the_plain_keys(tmp_path, ch
 
 def test_bfloat16_export_loads_back_close(tmp_path, chat_tokenizer_path):
     model = tiny_gpt()
-    export(write_checkpoint(tmp_path / "m.ckpt", model), tmp_path / "out", tokenizer=chat_tokenizer_path, dtype="bfloat16")
+    export(write_checkpoint(tmp_path / "m.ckpt", model), tmp_path / "out", format="flightmind", tokenizer=chat_tokenizer_path, dtype="bfloat16")
     loaded, _ = load_trained(tmp_path / "out")
     torch.testing.assert_close(loaded(IDX), model(IDX), atol=0.05, rtol=0.05)
 
@@ -63,7 +63,7 @@ def test_misshapen_or_foreign_checkpoints_are_one_clear_error(tmp_path, chat_tok
     model = tiny_gpt()
     ckpt = write_checkpoint(tmp_path / "bad.ckpt", model)
     checkpoint = torch.load(ckpt, weights_only=True)
-    checkpoint["model_config"]["depth"] = 4  # says d4, holds d2 weights
+    checkpoint["model_config"].update(depth=4, dim=256, n_layer=4)  # says d4, holds d2 weights
     torch.save(checkpoint, ckpt)
     with pytest.raises(FlightMindError, match=r"do not fit.*missing \(blocks\.2\..*of another shape \(embed\.weight \(512, 128\) where the model has \(512, 256\)"):
         export(ckpt, tmp_path / "out", tokenizer=chat_tokenizer_path)

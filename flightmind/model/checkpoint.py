@@ -7,8 +7,10 @@ Every kind of saved model is read here and nowhere else:
   under ``tokenizer`` (``{"json", "sha256"}``, see ``tokenizer_entry``; ``PretrainModule`` and so
   ``FinetuneModule`` copy it in). A LoRA fine-tune adds ``lora`` (r, alpha, targets), and its
   adapters' tensors are among the weights;
-- a directory from ``flightmind export``: ``model.safetensors`` (the plain GPT's keys),
-  ``config.json`` (``{"format": "flightmind-gpt", "model_config": …}``) and ``tokenizer.json``.
+- a directory from ``flightmind export --format flightmind``: ``model.safetensors`` (the plain GPT's
+  keys), ``config.json`` (``{"format": "flightmind-gpt", "model_config": …}``) and ``tokenizer.json``;
+- a Hugging Face Llama directory (``flightmind export``'s default format, or a downloaded model), read
+  by ``flightmind.interop.hf.read_hf``.
 
 ``read_saved`` gives either as a ``SavedModel``, ``build_model`` the GPT it holds (adapters merged)
 and ``load_trained`` both with the tokenizer: ``flightmind generate``, ``flightmind export`` and the
@@ -122,6 +124,15 @@ def read_checkpoint(path: str | Path) -> SavedModel:
     )
 
 
+def is_hf_directory(directory: Path) -> bool:
+    """A directory whose config.json describes a transformers model (it names a ``model_type``)."""
+    try:
+        config = json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and "model_type" in config
+
+
 def read_export(directory: str | Path) -> SavedModel:
     """A directory written by ``flightmind export``."""
     directory = Path(directory)
@@ -131,6 +142,10 @@ def read_export(directory: str | Path) -> SavedModel:
             f"{directory} holds no {CONFIG_FILE}: it is not a complete `flightmind export` directory "
             "(pass such a directory or a .ckpt written by `flightmind fit`)"
         )
+    if is_hf_directory(directory):
+        from flightmind.interop.hf import read_hf
+
+        return read_hf(directory)
     try:
         config = json.loads(config_path.read_text(encoding="utf-8"))
         model_config = GPTConfig.from_dict(config["model_config"])

@@ -14,6 +14,7 @@ from torchmetrics import SumMetric
 from flightmind.contracts import IGNORE_INDEX
 from flightmind.data.heldout import bits_per_byte
 from flightmind.model import GPT, GPTConfig
+from flightmind.model.checkpoint import build_model, read_checkpoint, read_model_config, tokenizer_entry
 from flightmind.training.causal_lm import CausalLM
 from flightmind.training.guards import GuardSettings
 from flightmind.training.optimizer import OptimizerSettings
@@ -27,6 +28,7 @@ class PretrainModule(CausalLM):
         guard: GuardSettings = GuardSettings(),
         compile: bool = False,
         activation_checkpointing: bool = False,
+        init_from: str | None = None,
     ) -> None:
         """
         Args:
@@ -36,12 +38,19 @@ class PretrainModule(CausalLM):
             compile: compile the model in place with ``torch.compile`` (checkpoint keys unchanged), and the loss.
             activation_checkpointing: recompute each block's activations during backward instead of storing
                 them (less memory, about a third more compute); works under every strategy.
+            init_from: a checkpoint (``flightmind fit`` or ``flightmind import-hf``) whose shape, weights and
+                tokenizer start this run (continued pretraining; ``shape`` is then ignored). The optimizer, the
+                schedule and the step count start afresh: to resume a run, use ``--ckpt_path`` instead.
         """
         super().__init__(optimizer, guard, compile, activation_checkpointing)
         shape = shape or GPTConfig()
+        self.init_from = init_from
+        if init_from is not None:  # the checkpoint's shape, not the config's
+            shape = read_model_config(init_from)
         # Plain values only: checkpoints are read with weights_only=True.
         self.save_hyperparameters({"shape": shape.to_dict(), "optimizer": vars(optimizer), "guard": vars(guard),
-                                   "compile": compile, "activation_checkpointing": activation_checkpointing})
+                                   "compile": compile, "activation_checkpointing": activation_checkpointing,
+                                   "init_from": init_from})
         self.config = shape
         # Held-out totals, summed in float64 across batches and ranks (see flightmind.data.heldout).
         self.test_sums = torch.nn.ModuleDict(
@@ -49,7 +58,15 @@ class PretrainModule(CausalLM):
         )
 
     def build_model(self) -> GPT:
+        if self.init_from is not None:
+            return build_model(read_checkpoint(self.init_from))  # adapters of a fine-tune come merged
         return GPT(self.config)
+
+    def expected_tokenizer(self) -> tuple[dict | None, str]:
+        if self.init_from is None:
+            return None, ""
+        tokenizer = read_checkpoint(self.init_from).tokenizer
+        return (None if tokenizer is None else tokenizer_entry(tokenizer.to_str())), f"model.init_args.init_from {self.init_from}"
 
     def loss(self, batch: torch.Tensor) -> torch.Tensor:
         """Mean next-token cross-entropy over a batch of windows (B, T+1)."""

@@ -27,7 +27,7 @@ def saved(tmp_path, chat_tokenizer_path):
         "pretraining": write_checkpoint(tmp_path / "pre.ckpt", plain, tokenizer_json=text),
         "lora": write_checkpoint(tmp_path / "lora.ckpt", adapted, lora=LORA, tokenizer_json=text),
     }
-    export(paths["lora"], tmp_path / "exported")
+    export(paths["lora"], tmp_path / "exported", format="flightmind")
     paths["export"] = tmp_path / "exported"
     return paths, plain, adapted
 
