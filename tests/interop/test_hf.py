@@ -13,7 +13,8 @@ from flightmind.contracts import load_tokenizer  # noqa: E402
 from flightmind.data.chat import DEFAULT_SYSTEM_PROMPT, ChatTemplate, Message  # noqa: E402
 from flightmind.export import export  # noqa: E402
 from flightmind.model.checkpoint import build_model, load_trained, read_checkpoint  # noqa: E402
-from flightmind.model.generate import chat_prompt, encode_prompt, generate  # noqa: E402
+from flightmind.generate import chat_prompt  # noqa: E402
+from flightmind.model.generate import encode_prompt, generate  # noqa: E402
 from tests.helpers import LORA, fine_tuned  # noqa: E402
 from tests.interop.helpers import SHAPES, gpt_checkpoint, random_gpt  # noqa: E402
 
