@@ -103,5 +103,7 @@ def test_the_compiled_model_and_loss_are_what_a_training_step_runs(monkeypatch):
     module = PretrainModule(shape=GPTConfig(depth=2, vocab_size=256, max_seq_len=32), compile=True)
     module.configure_model()
     module.loss(torch.randint(0, 256, (2, 33))).backward()
-    assert any("embed" in code and "scaled_dot_product_attention" in code for code in graphs)  # the GPT
+    # Per-block compile: the blocks' graphs hold attention; the embedding stays eager.
+    assert any("scaled_dot_product_attention" in code for code in graphs)
+    assert not any("embed" in code for code in graphs)
     assert any("cross_entropy" in code for code in graphs)  # the loss
