@@ -71,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--depth", type=int, default=24)
     parser.add_argument("--buckets", type=float, nargs="+", default=[25, 100, 160, 250])
     parser.add_argument("--out", help="directory for ddp_graphs.txt")
+    parser.add_argument("--compile", choices=["whole", "block", "both"], default="both")
     parser.add_argument("--one", nargs=2, metavar=("MODE", "BUCKET_MB"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     config = GPTConfig.from_depth(args.depth, max_seq_len=64)
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         "| compile | bucket_cap_mb | graphs |",
         "|---|---:|---:|",
     ]
-    for per_block in (False, True):
+    for per_block in {"whole": (False,), "block": (True,), "both": (False, True)}[args.compile]:
         for bucket in args.buckets:
             # A fresh process per count: a d24 model and its gradients are 7.6 GB.
             command = [sys.executable, __file__, "--depth", str(args.depth), "--one", "block" if per_block else "whole", str(bucket)]

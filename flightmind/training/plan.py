@@ -372,10 +372,35 @@ def check_fits(model, data, trainer, memory_bytes: float, device_name: str) -> P
     return p
 
 
+TABLE_HEADER = [
+    "| config | card | model, micro-batch × sequence, strategy | planned peak per device | with margin | verdict | largest micro-batch | tokens/s at 40 % MFU |",
+    "|---|---|---|---:|---:|---|---:|---:|",
+]
+
+
+def table_row(config_path: str) -> str:
+    """The README's line for a shipped config, planned on the card its file name names."""
+    from flightmind.cli import instantiate_config
+
+    setup = setup_from(*instantiate_config("-c", config_path))
+    gpu = gpu_named(None, config_path)
+    p = plan(setup, gpu)
+    s = setup
+    what = (f"d{s.config.depth}, {s.micro_batch} × {s.seq_len}, {s.strategy}"
+            f"{' × ' + str(s.world) if s.world > 1 else ''}, {'compiled' if s.compile else 'eager'}"
+            f"{', checkpointing ' + s.checkpointing.mode if s.checkpointing.mode != 'none' else ''}")
+    if p.memory_bytes is None:
+        return f"| `{Path(config_path).name}` | CPU | {what} | {gib(p.peak)} | {gib(p.with_margin)} | host memory | | |"
+    verdict = "fits" if p.fits else "does not fit"
+    return (f"| `{Path(config_path).name}` | {gpu.name} {gib(p.memory_bytes)} | {what} | {gib(p.peak)} | {gib(p.with_margin)} "
+            f"| {verdict} | {p.largest_micro_batch} | {p.tokens_per_second:,.0f} |")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-c", "--config", required=True, help="a training config (configs/*.yaml)")
     parser.add_argument("--gpu", help=f"the card: {', '.join(GPUS)} (default: the one the config's file name names)")
     parser.add_argument("--mfu", type=float, default=DEFAULT_MFU, help=f"assumed MFU for tokens/s (default {DEFAULT_MFU})")
+    parser.add_argument("--table", action="store_true", help="print the config's line of the README's table instead")
     parser.add_argument("overrides", nargs="*",
                         help="after --: config overrides as for fit, e.g. -- --data.init_args.batch_size 4")
 
@@ -383,6 +408,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from flightmind.cli import instantiate_config
 
+    if args.table:
+        print(table_row(args.config))
+        return 0
     model, data, trainer = instantiate_config("-c", args.config, *args.overrides)
     setup = setup_from(model, data, trainer)
     gpu = gpu_named(args.gpu, args.config)
