@@ -22,6 +22,7 @@ fine-tuning module's base all read through these. A new kind gets its branch in 
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,7 +109,9 @@ def _load_distributed(path: Path, weights: bool) -> dict:
             state = {"state_dict": {MODEL_PREFIX + k: v for k, v in model.state_dict().items()}}
             import torch.distributed.checkpoint as dcp
 
-            dcp.load(state, checkpoint_id=str(path), no_dist=True)
+            with warnings.catch_warnings():  # "assuming the intent is to load in a single process": it is
+                warnings.simplefilter("ignore", UserWarning)
+                dcp.load(state, checkpoint_id=str(path), no_dist=True)
             checkpoint["state_dict"] = state["state_dict"]
     except FlightMindError:
         raise
