@@ -181,7 +181,9 @@ class CausalLM(L.LightningModule):
             )
 
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
-        # FSDP2: reduce-scatter once per optimizer step, not on every micro-batch.
+        # FSDP2: reduce-scatter once per optimizer step, not on every micro-batch. Lightning says which
+        # micro-batch ends a step only through the private _should_accumulate (as is_logging_step reads
+        # it); tests/training/test_fsdp2.py counts the reduce-scatters and fails if that changes.
         set_gradient_sync(self.model, not self.trainer.fit_loop._should_accumulate())
         B, T = self.batch_shape(batch)
         self.flops_per_batch = self.flops_per_token(T) * B * T
