@@ -112,3 +112,17 @@ def test_every_shipped_config_fits_its_card_and_the_readme_says_so():
         row = table_row(str(path))
         assert row in readme, f"README's plan table is stale for {path.name}: {row}"
         assert "| fits |" in row or "| CPU |" in row, row
+
+
+def test_flightmind_plan_prints_the_parts_and_the_verdict(capsys):
+    from flightmind.cli import main
+
+    args = ["plan", "-c", str(REPO / "configs" / "rtx4060_d8.yaml"), "--mfu", "0.35", "--",
+            "--model.init_args.shape.depth", "2", "--data.init_args.seq_len", "256",
+            "--model.init_args.shape.max_seq_len", "256"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "FlightMind d2" in out and "micro-batch 8 × sequence 256, accumulation 32" in out
+    assert "card: RTX 4060 (8.00 GiB): fits; largest micro-batch that fits:" in out
+    assert "throughput at 35% MFU" in out and "activations" in out
+    assert main(["plan", "-c", str(REPO / "configs" / "rtx4060_d8.yaml"), "--gpu", "v100"]) == 2  # one clear line
