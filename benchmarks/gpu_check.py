@@ -1,21 +1,25 @@
-"""How fast FlightMind really trains on one H100/H200, in at most 8 minutes.
+"""How fast FlightMind really trains on one GPU, and whether the memory planner is right, in at most 8 minutes.
 
 Trains through the real PretrainModule and a Lightning Trainer (bf16-mixed, gradient clipping, the
-throughput monitor and learning-rate monitor, a logger) on synthetic tokens, sequence 2048:
+throughput and learning-rate monitors, a logger) on synthetic tokens, sequence 2048, each shipped
+GPU config with its own micro-batch AND accumulation (an optimizer step as the config takes it):
 
-  d24 config     configs/h100x4_d24.yaml on one GPU: DDP (bucket views), compiled, micro-batch 8
-  d24 eager      the largest micro-batch that fits (4, 8, 16, 32: stops at the first OOM)
-  d32 config     configs/h100x4_d32.yaml on one GPU: FSDP over blocks, activation checkpointing, micro-batch 4
-  d8 eager       the largest micro-batch that fits (16 … 128)
-  d8 compiled    at d8's eager micro-batch (halved on OOM)
-  d24 compiled   at d24's eager micro-batch, when that is not 8 and time is left
+  d8 config      configs/rtx4060_d8.yaml: compiled per block, micro-batch 8 × accumulation 32, on an
+                 emulated RTX 4060 (the card capped at 8 GiB, torch.cuda.set_per_process_memory_fraction)
+  d24 config     configs/h100x4_d24.yaml on one GPU: DDP (bucket views, 160 MB buckets), compiled per
+                 block, 8 × 8, on an emulated H100 80GB
+  d32 config     configs/h100x4_d32.yaml on one GPU: FSDP2 (ModelParallelStrategy), compiled per
+                 block, 4 × 16; emulated H100 when the plan says one GPU can hold it, else the whole card
+  d8 eager       the d8 config eagerly on the emulated RTX 4060: the planner says it does not fit
+  d24 eager      the d24 config eagerly, if time is left
 
-Each row: tokens/s and MFU (FLOPs per token as DESIGN.md defines them, ``GPTConfig.flops_per_token``,
-against the bf16 peak of flightmind.training.budget.GPUS: 989 TFLOP/s on H100 SXM and H200), the
-MFU the throughput monitor logged, peak memory, the first step's seconds (compilation), and whether
-the loss is finite and falls. Rows print as they finish; the table prints last and is written to
-``$OUT/gpu_check.md`` (and .json) after every row. Cases that no longer fit the time budget are
-skipped with a note. Aims: d24 above 55 % MFU, d8 above 35 % (nanochat reports ≈ 47 % for d20).
+Each row: tokens/s and MFU (``GPTConfig.flops_per_token`` against the bf16 peak of
+flightmind.training.budget.GPUS), the throughput monitor's MFU, the planned peak (flightmind
+plan's, for that micro-batch on one device) beside the measured peak allocated and reserved, the
+first optimizer step's seconds (compilation) and whether the loss is finite and falls. The header
+records the GPU, its clocks, torch/CUDA/cuDNN versions and the attention kernel SDPA runs. Rows print
+as they finish; the table prints last and is written to ``$OUT/gpu_check.md`` (and .json) after every
+row. Aims: d24 above 55 % MFU, d8 above 35 %.
 
     python benchmarks/gpu_check.py [--budget-s 420]
     python benchmarks/gpu_check.py --dry-run      # CPU, tiny models, few steps: proves the script runs
@@ -47,31 +51,40 @@ import lightning as L  # noqa: E402
 import torch  # noqa: E402
 from lightning.pytorch.callbacks import LearningRateMonitor  # noqa: E402
 from lightning.pytorch.loggers import CSVLogger  # noqa: E402
-from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy  # noqa: E402
+from lightning.pytorch.strategies import DDPStrategy, ModelParallelStrategy  # noqa: E402
 from torch.utils.data import DataLoader, Dataset  # noqa: E402
 
-from flightmind.model import Block, GPTConfig  # noqa: E402
+import subprocess  # noqa: E402
+
+from flightmind.model import GPTConfig  # noqa: E402
+from flightmind.model.attention import kernel_used  # noqa: E402
 from flightmind.training.budget import GPUS, gpu_for_device_name  # noqa: E402
 from flightmind.training.callbacks import TokenThroughputMonitor  # noqa: E402
 from flightmind.training.optimizer import OptimizerSettings  # noqa: E402
+from flightmind.training.parallel import ActivationCheckpointing  # noqa: E402
+from flightmind.training.plan import GiB, Setup, plan  # noqa: E402
 from flightmind.training.pretrain import PretrainModule  # noqa: E402
 
 H100_PEAK = GPUS["h100"].bf16_flops
 ABORT_GRACE_S = 40  # past the budget, the watchdog prints the table and exits
 
 
-# The two config cases run what these files configure (tests/test_gpu_check.py holds them equal);
+# The config cases run what these files configure (tests/test_gpu_check.py holds them equal);
 # the configs themselves are not parsed here, since parsing imports their datamodule.
-D24_CONFIG = {"file": "configs/h100x4_d24.yaml", "micro_batch": 8, "compile": True}
-D32_CONFIG = {"file": "configs/h100x4_d32.yaml", "micro_batch": 4, "compile": False}
+D8_CONFIG = {"file": "configs/rtx4060_d8.yaml", "depth": 8, "micro_batch": 8, "accumulation": 32, "compile": True,
+             "checkpointing": "none", "card": "rtx4060"}
+D24_CONFIG = {"file": "configs/h100x4_d24.yaml", "depth": 24, "micro_batch": 8, "accumulation": 8, "compile": True,
+              "checkpointing": "none", "bucket_cap_mb": 160, "card": "h100"}
+D32_CONFIG = {"file": "configs/h100x4_d32.yaml", "depth": 32, "micro_batch": 4, "accumulation": 16, "compile": True,
+              "checkpointing": "none", "card": "h100"}
 
 
 def d24_strategy() -> DDPStrategy:
-    return DDPStrategy(gradient_as_bucket_view=True)
+    return DDPStrategy(gradient_as_bucket_view=True, bucket_cap_mb=D24_CONFIG["bucket_cap_mb"])
 
 
-def d32_strategy() -> FSDPStrategy:
-    return FSDPStrategy(auto_wrap_policy={Block}, activation_checkpointing_policy={Block})
+def d32_strategy() -> ModelParallelStrategy:
+    return ModelParallelStrategy(data_parallel_size=1, tensor_parallel_size=1)  # the config's FSDP2, on one GPU
 
 
 @dataclass
@@ -80,9 +93,12 @@ class Case:
     depth: int
     micro_batches: list[int]
     compile: bool
-    strategy: str = "single device"  # or "DDP", "FSDP": as the h100x4 configs
+    strategy: str = "single device"  # or "DDP", "FSDP2": as the h100x4 configs
     search_up: bool = False  # True: try sizes upwards and keep the largest that fits; False: the first that fits
     min_seconds: int = 45  # skipped when less of the budget is left
+    accumulation: int = 1
+    card: str | None = None  # emulate this card of budget.GPUS (memory cap); None: the whole card
+    checkpointing: str = "none"
 
 
 @dataclass
@@ -92,6 +108,9 @@ class Row:
     micro_batch: int
     compile: bool
     strategy: str
+    accumulation: int = 1
+    card: str = ""
+    planned_gib: float | None = None
     tokens_per_s: float | None = None
     mfu: float | None = None
     monitor_mfu: float | None = None
@@ -141,7 +160,9 @@ class StepTimer(L.Callback):
             self.t0, self._start_step = self._now(trainer), trainer.global_step
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if batch_idx == 0:
+        if trainer.global_step == len(self.losses):
+            return  # a micro-batch that did not end an optimizer step (accumulation)
+        if not self.losses:
             self.first_step_s = self._now(trainer) - self._fit_t0
         self.losses.append(pl_module.last_step_loss)
 
@@ -192,6 +213,14 @@ class Check:
         gpu = gpu_for_device_name(self.device_name) if self.cuda else None
         self.peak = gpu.bf16_flops if gpu else H100_PEAK
         self.logs = Path(tempfile.mkdtemp(prefix="gpu_check_"))
+        self.clocks = gpu_clocks() if self.cuda else "n/a (CPU)"
+        device = torch.device("cuda" if self.cuda else "cpu")
+        try:
+            heads = GPTConfig(depth=24)
+            self.attention = kernel_used("auto", heads.n_head, heads.n_kv_head, heads.head_size, device,
+                                         torch.bfloat16 if self.cuda else torch.float32, seq_len=256 if self.dry else 2048)
+        except RuntimeError as e:
+            self.attention = f"none ({str(e)[:80]})"
 
     def left(self) -> float:
         return self.args.budget_s - (time.perf_counter() - self.t_start)
@@ -200,26 +229,46 @@ class Check:
         return 2 if self.dry else depth
 
     def strategy(self, case: Case):
-        """(strategy, label, activation checkpointing by the module)"""
+        """(strategy, label); FSDP2 runs on the CPU too (gloo)."""
         if case.strategy == "DDP":
-            return d24_strategy(), "DDP", False
-        if case.strategy == "FSDP" and self.cuda:
-            return d32_strategy(), "FSDP + checkpointing", False
-        if case.strategy == "FSDP":  # FSDP refuses the CPU: the module's activation checkpointing stands in
-            return "auto", "checkpointing (no FSDP on CPU)", True
-        return "auto", "single device", False
+            return d24_strategy(), "DDP"
+        if case.strategy == "FSDP2":
+            return d32_strategy(), "FSDP2"
+        return "auto", "single device"
+
+    def planned(self, case: Case, depth: int, micro_batch: int) -> float:
+        """flightmind plan's peak for this case on one device, in GiB (no margin)."""
+        kind = {"DDP": "ddp", "FSDP2": "fsdp"}.get(case.strategy, "single")
+        setup = Setup(GPTConfig(depth=depth, vocab_size=32768, max_seq_len=self.seq_len), micro_batch, self.seq_len,
+                      accumulation=self.accumulation(case), strategy=kind, compile=case.compile,
+                      checkpointing=ActivationCheckpointing(case.checkpointing))
+        return plan(setup, None, largest=False).peak / GiB
+
+    def accumulation(self, case: Case) -> int:
+        return min(case.accumulation, 2) if self.dry else case.accumulation
+
+    def emulate(self, card: str | None) -> str:
+        """Cap this process's share of the GPU at ``card``'s memory; the label for the table."""
+        if not self.cuda:
+            return card or ""
+        total = torch.cuda.get_device_properties(0).total_memory
+        fraction = 1.0 if card is None else min(1.0, GPUS[card].memory_gib * GiB / total)
+        torch.cuda.set_per_process_memory_fraction(fraction)
+        return f"{GPUS[card].name} ({fraction * total / GiB:.0f} GiB)" if card and fraction < 1 else f"whole card ({total / GiB:.0f} GiB)"
 
     def train(self, case: Case, micro_batch: int) -> Row:
         depth = self.depth(case.depth)
-        strategy, label, activation_checkpointing = self.strategy(case)
-        row = Row(case.name, depth, micro_batch, case.compile, label)
+        strategy, label = self.strategy(case)
+        accumulation = self.accumulation(case)
+        row = Row(case.name, depth, micro_batch, case.compile, label, accumulation, self.emulate(case.card))
+        row.planned_gib = self.planned(case, depth, micro_batch)
         torch.manual_seed(0)
         module = PretrainModule(
             shape=GPTConfig(depth=depth, vocab_size=32768, max_seq_len=self.seq_len),
             # the tiny dry-run models learn visibly in 6 steps at the smoke's rate
             optimizer=OptimizerSettings(max_lr=3e-3 if self.dry else 6e-4, warmup_steps=1),
             compile=case.compile,
-            activation_checkpointing=activation_checkpointing,
+            activation_checkpointing=ActivationCheckpointing(case.checkpointing),
         )
         timer = StepTimer(self.warmup)
         callbacks = [timer, TokenThroughputMonitor(window_size=2), LearningRateMonitor(logging_interval="step")]
@@ -232,6 +281,7 @@ class Check:
             strategy=strategy,
             precision="bf16-mixed",
             gradient_clip_val=1.0,
+            accumulate_grad_batches=accumulation,
             max_steps=self.steps,
             max_time=timedelta(seconds=max(10, self.left() - 15)),
             log_every_n_steps=1 if self.dry else 5,
@@ -243,7 +293,7 @@ class Check:
             num_sanity_val_steps=0,
         )
         loader = DataLoader(
-            SyntheticWindows(micro_batch * self.steps, self.seq_len),
+            SyntheticWindows(micro_batch * accumulation * self.steps, self.seq_len),
             batch_size=micro_batch,
             drop_last=True,
             pin_memory=self.cuda,
@@ -262,13 +312,14 @@ class Check:
             self.measure(row, module, timer, logger)
         del trainer, module, loader
         free_memory()
+        self.emulate(None)
         return row
 
     def measure(self, row: Row, module: PretrainModule, timer: StepTimer, logger: CSVLogger) -> None:
         row.first_step_s = timer.first_step_s
         row.losses = [float(loss) for loss in timer.losses]
         if timer.timed_steps:
-            row.tokens_per_s = timer.timed_steps * row.micro_batch * self.seq_len / (timer.t1 - timer.t0)
+            row.tokens_per_s = timer.timed_steps * row.micro_batch * row.accumulation * self.seq_len / (timer.t1 - timer.t0)
             row.mfu = row.tokens_per_s * module.config.flops_per_token(self.seq_len) / self.peak
         metrics = Path(logger.log_dir) / "metrics.csv"
         if metrics.is_file():
@@ -293,14 +344,15 @@ class Check:
             print(f"  tried {case.name} micro-batch {micro_batch}: {row.status} {fmt(row.tokens_per_s, '{:,.0f} tok/s')} "
                   f"{fmt(row.peak_alloc_gib, '{:.1f} GiB peak')}", flush=True)
             if row.status == "OOM":
-                kept = kept or row  # reported only if no size fits
                 if case.search_up:
+                    kept = kept or row  # reported only if no size fits
                     break  # the previous size was the largest that fits
+                self.add(row)  # the planner's verdict, checked: this size runs out of memory
                 continue  # the next, smaller size
             kept = row
             if not case.search_up or not fits(row) or self.left() < case.min_seconds / 2:
                 break
-        return self.add(kept)
+        return self.add(kept) if kept is not None else row  # every size ran out of memory: rows already added
 
     def add(self, row: Row) -> Row:
         self.rows.append(row)
@@ -313,28 +365,40 @@ class Check:
         return rows[-1].micro_batch if rows else None
 
     def run(self) -> None:
-        def sizes(*micro_batches: int) -> list[int]:
-            return [1, 2, 4] if self.dry else list(micro_batches)  # dry run: 4 "runs out of memory"
-
         def config_size(config: dict) -> list[int]:
             return [2] if self.dry else [config["micro_batch"]]
 
-        # Most telling first: the d24 run as configured (compiled, DDP, micro-batch 8), then the search.
-        self.run_case(Case("d24 config", 24, config_size(D24_CONFIG), D24_CONFIG["compile"], "DDP", min_seconds=150))
-        self.run_case(Case("d24 eager", 24, sizes(4, 8, 16, 32), compile=False, search_up=True))
-        self.run_case(Case("d32 config", 32, config_size(D32_CONFIG), D32_CONFIG["compile"], "FSDP", min_seconds=60))
-        self.run_case(Case("d8 eager", 8, sizes(16, 32, 64, 128), compile=False, search_up=True))
-        d8_size = self.best_micro_batch("d8 eager") or config_size({"micro_batch": 16})[0]
-        self.run_case(Case("d8 compiled", 8, [d8_size, max(1, d8_size // 2)], compile=True, min_seconds=90))
-        d24_size = self.best_micro_batch("d24 eager")
-        if d24_size and (self.dry or d24_size != D24_CONFIG["micro_batch"]):
-            self.run_case(Case("d24 compiled", 24, [d24_size, max(1, d24_size // 2)], compile=True, min_seconds=150))
+        def config_case(name: str, config: dict, strategy: str, compile: bool | None = None, **kwargs) -> Case:
+            return Case(name, config["depth"], config_size(config), config["compile"] if compile is None else compile,
+                        strategy, accumulation=config["accumulation"], card=config["card"],
+                        checkpointing=config["checkpointing"], **kwargs)
+
+        # Each shipped GPU config as configured (micro-batch and accumulation), on the card it is written for.
+        self.run_case(config_case("d8 config", D8_CONFIG, "single device", min_seconds=60))
+        self.run_case(config_case("d24 config", D24_CONFIG, "DDP", min_seconds=120))
+        d32 = config_case("d32 config", D32_CONFIG, "FSDP2", min_seconds=120)
+        if self.cuda and self.planned(d32, 32, D32_CONFIG["micro_batch"]) * 1.08 + 1 > GPUS["h100"].memory_gib:
+            d32.card = None  # one GPU holds every shard: an 80 GB card cannot, the plan says; use the whole card
+        self.run_case(d32)
+        # Eager, as configured otherwise: the planner says d8 at micro-batch 8 does not fit 8 GiB eagerly.
+        # Then the largest micro-batch the plan gives on the card (dry run: 4 "runs out of memory", 2 fits).
+        eager = config_case("d8 eager", D8_CONFIG, "single device", compile=False, min_seconds=45)
+        if self.dry:
+            eager.micro_batches = [4, 2]
+        else:
+            setup = Setup(GPTConfig(depth=8, vocab_size=32768, max_seq_len=self.seq_len), 8, self.seq_len, compile=False)
+            largest = plan(setup, GPUS["rtx4060"]).largest_micro_batch
+            eager.micro_batches += [largest] if largest and largest < 8 else []
+        self.run_case(eager)
+        self.run_case(config_case("d24 eager", D24_CONFIG, "DDP", compile=False, min_seconds=90))
 
     def header(self) -> list[str]:
         a = self.args
+        cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
         return [
             f"# gpu_check {date.today()}  {self.device_name}  torch {torch.__version__}  lightning {L.__version__}"
-            + (f"  CUDA {torch.version.cuda}" if self.cuda else "  (dry run: CPU, tiny models)"),
+            + (f"  CUDA {torch.version.cuda}  cuDNN {cudnn}" if self.cuda else "  (dry run: CPU, tiny models)"),
+            f"# clocks: {self.clocks}; attention: SDPA kernel {self.attention} (model.shape.attention=auto, bf16, d24's heads)",
             f"# sequence {self.seq_len}, bf16-mixed, {self.steps} steps ({self.warmup} untimed), synthetic tokens; "
             f"MFU against {self.peak / 1e12:g} TFLOP/s; budget {a.budget_s} s, used {time.perf_counter() - self.t_start:.0f} s",
             f"# command: python benchmarks/gpu_check.py {' '.join(sys.argv[1:])}".rstrip(),
@@ -357,19 +421,32 @@ class Check:
         (Path(out) / "gpu_check.json").write_text(json.dumps([asdict(r) for r in self.rows], indent=1))
 
 
+def gpu_clocks() -> str:
+    """SM and memory clocks now and at most, from nvidia-smi (absent: say so)."""
+    query = "clocks.sm,clocks.max.sm,clocks.mem,clocks.max.mem,power.limit"
+    try:
+        out = subprocess.run(["nvidia-smi", f"--query-gpu={query}", "--format=csv,noheader"], capture_output=True,
+                             text=True, timeout=20).stdout.strip().splitlines()[0]
+    except (OSError, subprocess.SubprocessError, IndexError):
+        return "unknown (no nvidia-smi)"
+    sm, sm_max, mem, mem_max, power = (v.strip() for v in out.split(","))
+    return f"SM {sm} (max {sm_max}), memory {mem} (max {mem_max}), power limit {power}"
+
+
 def fmt(value, pattern: str, missing: str = "") -> str:
     return missing if value is None else pattern.format(value)
 
 
-COLUMNS = "| case | depth | micro-batch | compile | strategy | tokens/s | MFU | monitor MFU | peak alloc GiB | peak reserved GiB | first step s | loss first → last | status |"
+COLUMNS = ("| case | depth | micro-batch × accumulation | compile | strategy | card | tokens/s | MFU | monitor MFU | "
+           "planned peak GiB | peak alloc GiB | peak reserved GiB | first step s | loss first → last | status |")
 
 
 def table_line(r: Row) -> str:
     loss = f"{r.losses[0]:.2f} → {r.losses[-1]:.2f}" if r.losses else ""
     cells = [
-        r.case, f"d{r.depth}", str(r.micro_batch), "on" if r.compile else "off", r.strategy,
+        r.case, f"d{r.depth}", f"{r.micro_batch} × {r.accumulation}", "on" if r.compile else "off", r.strategy, r.card,
         fmt(r.tokens_per_s, "{:,.0f}"), fmt(r.mfu, "{:.1%}"), fmt(r.monitor_mfu, "{:.1%}"),
-        fmt(r.peak_alloc_gib, "{:.1f}"), fmt(r.peak_reserved_gib, "{:.1f}"), fmt(r.first_step_s, "{:.1f}"),
+        fmt(r.planned_gib, "{:.1f}"), fmt(r.peak_alloc_gib, "{:.1f}"), fmt(r.peak_reserved_gib, "{:.1f}"), fmt(r.first_step_s, "{:.1f}"),
         loss, r.status,
     ]  # fmt: skip
     return "| " + " | ".join(cells) + " |"
@@ -383,8 +460,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dry-run", action="store_true", help="CPU, tiny models, few steps")
     parser.add_argument("--budget-s", type=float, default=420, help="seconds for all cases (default 420)")
-    parser.add_argument("--steps", type=int, default=13, help="optimizer steps per run (default 13)")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed first steps (default 3)")
+    parser.add_argument("--steps", type=int, default=8, help="optimizer steps per run, each of the config's accumulation (default 8)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed first steps (default 2)")
     parser.add_argument("--seq-len", type=int, default=2048)
     parser.add_argument("--out", default=os.environ.get("OUT"), help="directory for gpu_check.md/.json (default $OUT)")
     args = parser.parse_args(argv)

@@ -28,6 +28,7 @@ TOOLS: dict[str, tuple[str, str]] = {
     "generate": ("flightmind.generate", "continue a prompt with a trained checkpoint (KV cache; greedy or sampled)"),
     "dashboard": ("flightmind.dashboard", "draw a run's loss, perplexity, gradient norm and throughput as a PNG"),
     "budget": ("flightmind.training.budget", "parameters, tokens, FLOPs, hours and cost of a pretraining run"),
+    "plan": ("flightmind.training.plan", "peak memory per device of a config, whether it fits its card, the largest micro-batch"),
     "synth-commands": ("flightmind.data.commands", "synthetic cockpit commands (9 categories) as chat JSONL for fine-tuning"),
     "export": ("flightmind.export", "merge LoRA adapters; write a Hugging Face Llama directory (default), GGUF, or FlightMind's format"),
     "import-hf": ("flightmind.interop.import_hf", "a Llama-family Hugging Face model as a checkpoint to continue pretraining or fine-tune"),
@@ -130,6 +131,10 @@ class FlightMindCLI(LightningCLI):
         parser.add_lightning_class_args(SampleGeneration, "samples")
         # Validation is configured in optimizer steps; Lightning's val_check_interval counts micro-batches.
         parser.add_argument(
+            "--memory_check", type=bool, default=True,
+            help="on a GPU, plan the peak memory before any data is built and refuse a config that cannot fit",
+        )
+        parser.add_argument(
             "--val_every_n_steps", type=int, default=500, help="validate every N optimizer steps, whatever the accumulation"
         )
 
@@ -149,6 +154,25 @@ class FlightMindCLI(LightningCLI):
             self.trainer_defaults["callbacks"] = [
                 c for c in self.trainer_defaults["callbacks"] if not isinstance(c, ProgressBar)
             ]
+
+    def before_fit(self) -> None:
+        """The memory plan (flightmind plan) before any data is built or streamed; GPUs only."""
+        from lightning.pytorch.accelerators import CUDAAccelerator
+
+        if not self.config.fit.get("memory_check", True) or not isinstance(self.trainer.accelerator, CUDAAccelerator):
+            return
+        import torch
+        from lightning.pytorch.utilities import rank_zero_info
+
+        from flightmind.training.plan import check_fits, gib
+
+        device = self.trainer.strategy.root_device
+        memory = torch.cuda.get_device_properties(device).total_memory
+        if hasattr(torch.cuda, "get_per_process_memory_fraction"):  # a cap set by the caller (gpu_check's emulation)
+            memory *= torch.cuda.get_per_process_memory_fraction(device)
+        plan = check_fits(self.model, self.datamodule, self.trainer, memory, torch.cuda.get_device_name(device))
+        rank_zero_info(f"memory plan: peak {gib(plan.peak)} per device, {gib(plan.with_margin)} with margin, of "
+                       f"{gib(memory)} (flightmind plan -c … for the parts)")
 
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
         if isinstance(args, dict):

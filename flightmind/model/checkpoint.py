@@ -7,6 +7,10 @@ Every kind of saved model is read here and nowhere else:
   under ``tokenizer`` (``{"json", "sha256"}``, see ``tokenizer_entry``; ``PretrainModule`` and so
   ``FinetuneModule`` copy it in). A LoRA fine-tune adds ``lora`` (r, alpha, targets), and its
   adapters' tensors are among the weights;
+- a torch distributed checkpoint directory from ``flightmind fit`` under FSDP2 (Lightning's
+  ``ModelParallelStrategy``): one ``__R_0.distcp`` shard file per rank, DCP's ``.metadata``, and
+  ``meta.pt`` holding everything else a ``.ckpt`` holds (``model_config``, ``tokenizer``, ``lora`` …);
+  its weights are gathered into one state dict on the CPU, in one process;
 - a directory from ``flightmind export --format flightmind``: ``model.safetensors`` (the plain GPT's
   keys), ``config.json`` (``{"format": "flightmind-gpt", "model_config": …}``) and ``tokenizer.json``;
 - a Hugging Face Llama directory (``flightmind export``'s default format, or a downloaded model), read
@@ -20,6 +24,7 @@ fine-tuning module's base all read through these. A new kind gets its branch in 
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,9 +88,48 @@ class SavedModel:
     global_step: int | None
 
 
-def _load_lightning(path: Path) -> dict:
+DCP_METADATA = "meta.pt"  # Lightning's name for the non-tensor part of a distributed checkpoint
+
+
+def is_distributed_checkpoint(path: Path) -> bool:
+    return path.is_dir() and (path / DCP_METADATA).is_file() and (path / ".metadata").is_file()
+
+
+def _load_distributed(path: Path, weights: bool) -> dict:
+    """A DCP directory as the dict a .ckpt file holds (its ``state_dict`` only when ``weights``)."""
+    try:
+        checkpoint = torch.load(path / DCP_METADATA, map_location="cpu", weights_only=True)
+        if "model_config" not in checkpoint:
+            raise FlightMindError(f"{path} is not a FlightMind checkpoint (no model_config in {DCP_METADATA})")
+        if weights:
+            # The model the metadata describes, as the template DCP loads the shards into (all of them,
+            # whatever number of ranks wrote them).
+            model = GPT(GPTConfig.from_dict(checkpoint["model_config"]))
+            if checkpoint.get("lora"):
+                lora = checkpoint["lora"]
+                apply_lora(model, r=int(lora["r"]), alpha=float(lora["alpha"]), targets=lora["targets"])
+            state = {"state_dict": {MODEL_PREFIX + k: v for k, v in model.state_dict().items()}}
+            import torch.distributed.checkpoint as dcp
+
+            with warnings.catch_warnings():  # "assuming the intent is to load in a single process": it is
+                warnings.simplefilter("ignore", UserWarning)
+                dcp.load(state, checkpoint_id=str(path), no_dist=True)
+            checkpoint["state_dict"] = state["state_dict"]
+    except FlightMindError:
+        raise
+    except Exception as e:  # a missing shard, a truncated file, another model's shards
+        raise FlightMindError(f"cannot read distributed checkpoint {path} ({type(e).__name__}: {str(e)[:200]})") from None
+    return checkpoint
+
+
+def _load_lightning(path: Path, weights: bool = True) -> dict:
+    if is_distributed_checkpoint(path):
+        return _load_distributed(path, weights)
     if path.is_dir():
-        raise FlightMindError(f"{path} is a directory: name a .ckpt written by `flightmind fit`")
+        raise FlightMindError(
+            f"{path} is a directory but not a distributed checkpoint (no {DCP_METADATA} and .metadata): name a .ckpt "
+            "or a checkpoint directory written by `flightmind fit`"
+        )
     if not path.is_file():
         raise FlightMindError(f"checkpoint {path} does not exist: name a .ckpt written by `flightmind fit`")
     try:
@@ -103,7 +147,7 @@ def _load_lightning(path: Path) -> dict:
 
 def read_model_config(path: str | Path) -> GPTConfig:
     """The model shape a Lightning checkpoint was trained with."""
-    return GPTConfig.from_dict(_load_lightning(Path(path))["model_config"])
+    return GPTConfig.from_dict(_load_lightning(Path(path), weights=False)["model_config"])
 
 
 def read_checkpoint(path: str | Path) -> SavedModel:
@@ -177,7 +221,7 @@ def read_saved(path: str | Path) -> SavedModel:
             f"checkpoint {path} does not exist: pass a .ckpt written by `flightmind fit` or a directory "
             "written by `flightmind export`"
         )
-    return read_export(path) if path.is_dir() else read_checkpoint(path)
+    return read_export(path) if path.is_dir() and not is_distributed_checkpoint(path) else read_checkpoint(path)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, fields, replace
 
 from flightmind.contracts import MAX_VOCAB_SIZE
 from flightmind.errors import FlightMindError
+from flightmind.model.attention import ATTENTION_CHOICES
 
 DEFAULT_VOCAB_SIZE = 32768  # the spec's tokenizer: what counts use while the vocabulary is unset
 VOCAB_MULTIPLE = 128  # an unset vocabulary is the tokenizer's size rounded up to this (tensor-core tiles)
@@ -36,6 +37,9 @@ class GPTConfig:
         norm_eps: RMSNorm epsilon.
         tie_embeddings: the output head shares the token embedding's weights.
         dropout: dropout on attention probabilities and on each block's residual branches (training only).
+        attention: the SDPA kernel: auto (PyTorch's choice; cuDNN first on Hopper with cuDNN > 9.15),
+            cudnn, flash, efficient or math (that kernel only). A run-time choice, not part of the shape:
+            a checkpoint resumes under any (see flightmind.model.attention).
     """
 
     depth: int = 8
@@ -52,6 +56,9 @@ class GPTConfig:
     norm_eps: float = 1e-5
     tie_embeddings: bool = True
     dropout: float = 0.0
+    attention: str = "auto"
+
+    RUNTIME_FIELDS = ("attention",)  # settings a resumed run may change; every other field is the shape
 
     def __post_init__(self) -> None:
         def positive(name: str, value) -> None:
@@ -80,6 +87,8 @@ class GPTConfig:
             )
         if not 0.0 <= self.dropout < 1.0:
             raise FlightMindError(f"model.dropout must be in [0, 1), got {self.dropout}")
+        if self.attention not in ATTENTION_CHOICES:
+            raise FlightMindError(f"model.attention must be one of {', '.join(ATTENTION_CHOICES)}, got {self.attention!r}")
         if self.rope_base <= 0 or self.norm_eps <= 0:
             raise FlightMindError("model.rope_base and model.norm_eps must be positive")
 

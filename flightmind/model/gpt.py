@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from flightmind.model.attention import attention_context
 from flightmind.model.config import GPTConfig
 
 
@@ -187,8 +188,9 @@ class GPT(nn.Module):
             raise ValueError(f"sequence of {end} tokens exceeds the KV cache's capacity of {cache.capacity}")
         cos, sin = self.rope_cos[start:end], self.rope_sin[start:end]
         x = self.embed(idx)
-        for layer, block in enumerate(self.blocks):
-            x = block(x, cos, sin, cache, layer)
+        with attention_context(self.config.attention, idx.device):  # the chosen SDPA kernel (GPTConfig.attention)
+            for layer, block in enumerate(self.blocks):
+                x = block(x, cos, sin, cache, layer)
         if cache is not None:
             cache.length = end
         return F.linear(self.norm(x), self.embed.weight if self.head is None else self.head.weight)

@@ -28,15 +28,17 @@ class GPU:
     name: str
     bf16_flops: float  # dense bf16 tensor-core peak with fp32 accumulation (FLOP/s), from the datasheet
     device_pattern: str  # matched against torch.cuda.get_device_name() in lower case
+    memory_gib: float  # total memory as torch.cuda.get_device_properties reports it (the planner's card)
 
 
 GPUS: dict[str, GPU] = {
-    "h100": GPU("H100 SXM", 989e12, r"h100(?!.*(pcie|nvl))"),  # device name "NVIDIA H100 80GB HBM3"
-    "h100-pcie": GPU("H100 PCIe", 756e12, r"h100.*pcie"),
-    "h200": GPU("H200", 989e12, r"h200(?!.*nvl)"),
-    "a100": GPU("A100", 312e12, r"a100"),
+    "h100": GPU("H100 SXM", 989e12, r"h100(?!.*(pcie|nvl))", 79.2),  # device name "NVIDIA H100 80GB HBM3"
+    "h100-pcie": GPU("H100 PCIe", 756e12, r"h100.*pcie", 79.2),
+    "h200": GPU("H200", 989e12, r"h200(?!.*nvl)", 139.8),  # 141 GB
+    "a100-40gb": GPU("A100 40GB", 312e12, r"a100.*40gb", 39.4),
+    "a100": GPU("A100 80GB", 312e12, r"a100", 79.2),
     # GeForce Ada runs fp32-accumulating tensor math at half its fp16-accumulate rate (60.5).
-    "rtx4060": GPU("RTX 4060", 30.2e12, r"rtx 4060(?!.*(ti|laptop))"),
+    "rtx4060": GPU("RTX 4060", 30.2e12, r"rtx 4060(?!.*(ti|laptop))", 8.0),
 }
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import lightning as L
 import torch
 import torch.nn.functional as F
+from torch.distributed.tensor import DTensor
 from lightning.pytorch.strategies import FSDPStrategy
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from tokenizers import Tokenizer
@@ -20,11 +21,13 @@ from torchmetrics import MeanMetric
 
 from flightmind.contracts import TokenData
 from flightmind.errors import FlightMindError
-from flightmind.model import GPT, Block, GPTConfig
+from flightmind.model import GPT, GPTConfig
+from flightmind.model.attention import kernel_used
 from flightmind.model.checkpoint import tokenizer_entry
 from flightmind.training.internals import is_logging_step, skip_update_on_device
 from flightmind.training.guards import GuardSettings, TrainingGuard
 from flightmind.training.optimizer import OptimizerSettings, configure_adamw
+from flightmind.training.parallel import ActivationCheckpointing, parallelize, set_gradient_sync
 
 
 def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
@@ -37,9 +40,9 @@ class CausalLM(L.LightningModule):
     Args (shared by every stage; each stage's ``__init__`` lists them again for the CLI):
         optimizer: AdamW and the warm-up → cosine schedule.
         guard: what to do about non-finite steps and loss spikes.
-        compile: compile the model in place with ``torch.compile`` (checkpoint keys unchanged), and the loss.
-        activation_checkpointing: recompute each block's activations during backward instead of storing
-            them (less memory, about a third more compute); works under every strategy.
+        compile: compile every block in place with ``torch.compile`` (checkpoint keys unchanged), and the loss.
+        activation_checkpointing: recompute activations during backward instead of storing them: none,
+            full (every k-th block) or selective (see flightmind.training.parallel); ``true`` is full.
     """
 
     def __init__(
@@ -47,12 +50,12 @@ class CausalLM(L.LightningModule):
         optimizer: OptimizerSettings,
         guard: GuardSettings,
         compile: bool = False,
-        activation_checkpointing: bool = False,
+        activation_checkpointing: ActivationCheckpointing | bool = False,
     ) -> None:
         super().__init__()
         self.optimizer_settings = optimizer
         self.compile_model = compile
-        self.activation_checkpointing = activation_checkpointing
+        self.activation_checkpointing = ActivationCheckpointing.of(activation_checkpointing)
         self.config: GPTConfig | None = None  # the stage sets it; vocab_size may wait for the tokenizer (setup)
         self.model: GPT | None = None
         self._cross_entropy = cross_entropy
@@ -151,15 +154,14 @@ class CausalLM(L.LightningModule):
         self.config = self.model.config  # complete: a bare GPT fills in an unset vocabulary
         if "shape" in self.hparams:  # hparams.yaml (written after this) shows the shape that trains
             self.save_hyperparameters({**self.hparams, "shape": self.config.to_dict()})
-        # FSDP later turns every parameter into a 1-dim view of its shard (the same Parameter objects):
-        # decide weight decay by the shape each has now.
+        # Checkpointing, per-block compile and, under ModelParallelStrategy (a device mesh), FSDP2.
+        precision = self._trainer.precision if self._trainer is not None else None
+        parallelize(self.model, self.device_mesh, checkpointing=self.activation_checkpointing,
+                    compile=self.compile_model, precision=precision)
+        # FSDP (v1) later turns every parameter into a 1-dim view of its shard (the same Parameter
+        # objects): decide weight decay by the shape each has now (FSDP2's DTensors keep their shape).
         self._matrices = {id(p) for p in self.model.parameters() if p.dim() >= 2}
-        if self.activation_checkpointing:
-            from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import apply_activation_checkpointing
-
-            apply_activation_checkpointing(self.model, check_fn=lambda module: isinstance(module, Block))
         if self.compile_model:
-            self.model.compile()
             # Compiled, the loss never materializes fp32 copies of the logits: 2 bytes per logit, not 12
             # (benchmarks/loss_memory.py).
             self._cross_entropy = torch.compile(cross_entropy)
@@ -170,6 +172,7 @@ class CausalLM(L.LightningModule):
     # -- training ------------------------------------------------------------------------------------
     def on_train_start(self) -> None:
         trainer, data = self.trainer, self.trainer.datamodule
+        log_attention_kernel(self.config, self.device, trainer)
         if isinstance(data, TokenData):
             tokens = data.batch_size * trainer.accumulate_grad_batches * trainer.world_size * data.seq_len
             rank_zero_info(
@@ -180,6 +183,10 @@ class CausalLM(L.LightningModule):
             )
 
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        # FSDP2: reduce-scatter once per optimizer step, not on every micro-batch. Lightning says which
+        # micro-batch ends a step only through the private _should_accumulate (as is_logging_step reads
+        # it); tests/training/test_fsdp2.py counts the reduce-scatters and fails if that changes.
+        set_gradient_sync(self.model, not self.trainer.fit_loop._should_accumulate())
         B, T = self.batch_shape(batch)
         self.flops_per_batch = self.flops_per_token(T) * B * T
 
@@ -203,6 +210,8 @@ class CausalLM(L.LightningModule):
         # On device, every step: the guard needs finiteness (under FSDP each rank sees its shard; the
         # guard sums the verdict over ranks). The logged norm under FSDP comes from the clipping below.
         norm = torch.nn.utils.get_total_norm([p.grad for p in self.parameters() if p.grad is not None])
+        if isinstance(norm, DTensor):  # FSDP2: the norm over every rank's shards
+            norm = norm.full_tensor()
         self._grad_norm = norm  # clipping reuses it
         sum_over_ranks = _sum_over_ranks if trainer.world_size > 1 else None
         if not self._grad_scaler():
@@ -305,7 +314,7 @@ class CausalLM(L.LightningModule):
             # The vocabulary was left to follow the tokenizer: a resumed run keeps the checkpoint's.
             self._rebuild_with_vocab(saved.vocab_size)
         for field, value in self.config.to_dict().items():
-            if getattr(saved, field) != value:
+            if field not in GPTConfig.RUNTIME_FIELDS and getattr(saved, field) != value:
                 raise FlightMindError(
                     f"{source} was trained with {field}={getattr(saved, field)!r} but this run configures "
                     f"{field}={value!r}: resume with the same model shape (model.shape.{field}) or start a new run "
@@ -323,6 +332,21 @@ class CausalLM(L.LightningModule):
         self.config = replace(self.config, vocab_size=vocab_size)
         self.model = None
         self.configure_model()
+
+
+def log_attention_kernel(config: GPTConfig, device: torch.device, trainer: L.Trainer) -> str:
+    """Name, once at the start, the SDPA kernel the model's attention runs (model.shape.attention)."""
+    with trainer.precision_plugin.forward_context():
+        dtype = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else torch.float32
+    try:
+        kernel = kernel_used(config.attention, config.n_head, config.n_kv_head, config.head_size, device, dtype)
+    except RuntimeError as e:
+        raise FlightMindError(
+            f"model.shape.attention={config.attention!r}: that kernel cannot run here ({str(e).splitlines()[0][:160]}); "
+            "choose auto or another kernel"
+        ) from None
+    rank_zero_info(f"attention: SDPA kernel {kernel} (model.shape.attention={config.attention}, {dtype})")
+    return kernel
 
 
 def _sum_over_ranks(tensor: torch.Tensor) -> torch.Tensor:

@@ -26,6 +26,7 @@ from flightmind.model.lora import DEFAULT_TARGETS, apply_lora, check_targets, co
 from flightmind.training.causal_lm import CausalLM
 from flightmind.training.guards import GuardSettings
 from flightmind.training.optimizer import OptimizerSettings
+from flightmind.training.parallel import ActivationCheckpointing
 
 FINETUNE_OPTIMIZER = OptimizerSettings(max_lr=2e-4, warmup_steps=100, weight_decay=0.0)
 
@@ -41,7 +42,7 @@ class FinetuneModule(CausalLM):
         optimizer: OptimizerSettings = FINETUNE_OPTIMIZER,
         guard: GuardSettings = GuardSettings(),
         compile: bool = False,
-        activation_checkpointing: bool = False,
+        activation_checkpointing: ActivationCheckpointing | bool = False,
         action_max_new_tokens: int = 48,
     ) -> None:
         """
@@ -54,12 +55,12 @@ class FinetuneModule(CausalLM):
             lora_targets: projections to adapt in every block: attention q, k, v, o; MLP gate, up, down.
             optimizer: AdamW (on the adapters only) and the warm-up → cosine schedule.
             guard: what to do about non-finite steps and loss spikes.
-            compile: compile the model in place with ``torch.compile``.
-            activation_checkpointing: recompute each block's activations during backward.
+            compile: compile every block in place with ``torch.compile``.
+            activation_checkpointing: recompute activations in backward (none, full, selective; see pretrain).
             action_max_new_tokens: most tokens generated per prompt when scoring actions.
         """
         super().__init__(optimizer, guard, compile, activation_checkpointing)
-        if not Path(base_checkpoint).is_file():
+        if not Path(base_checkpoint).exists():  # a .ckpt file, or an FSDP2 run's checkpoint directory
             raise FlightMindError(
                 f"model.init_args.base_checkpoint {base_checkpoint} does not exist: pretrain first (`flightmind fit -c "
                 "configs/smoke.yaml` writes checkpoints/smoke/final.ckpt) or name a checkpoint that does"
@@ -69,7 +70,7 @@ class FinetuneModule(CausalLM):
         self.save_hyperparameters({
             "base_checkpoint": base_checkpoint, "lora_r": lora_r, "lora_alpha": lora_alpha,
             "lora_dropout": lora_dropout, "lora_targets": list(lora_targets), "optimizer": vars(optimizer),
-            "guard": vars(guard), "compile": compile, "activation_checkpointing": activation_checkpointing,
+            "guard": vars(guard), "compile": compile, "activation_checkpointing": vars(ActivationCheckpointing.of(activation_checkpointing)),
             "action_max_new_tokens": action_max_new_tokens,
         })  # fmt: skip
         self.val_action = MeanMetric()

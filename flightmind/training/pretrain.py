@@ -18,6 +18,7 @@ from flightmind.model.checkpoint import build_model, read_checkpoint, read_model
 from flightmind.training.causal_lm import CausalLM
 from flightmind.training.guards import GuardSettings
 from flightmind.training.optimizer import OptimizerSettings
+from flightmind.training.parallel import ActivationCheckpointing
 
 
 class PretrainModule(CausalLM):
@@ -27,7 +28,7 @@ class PretrainModule(CausalLM):
         optimizer: OptimizerSettings = OptimizerSettings(),
         guard: GuardSettings = GuardSettings(),
         compile: bool = False,
-        activation_checkpointing: bool = False,
+        activation_checkpointing: ActivationCheckpointing | bool = False,
         init_from: str | None = None,
     ) -> None:
         """
@@ -35,9 +36,9 @@ class PretrainModule(CausalLM):
             shape: the model's shape (``depth`` alone gives the spec's table; see GPTConfig); unset: d8.
             optimizer: AdamW and the warm-up → cosine schedule.
             guard: what to do about non-finite steps and loss spikes.
-            compile: compile the model in place with ``torch.compile`` (checkpoint keys unchanged), and the loss.
-            activation_checkpointing: recompute each block's activations during backward instead of storing
-                them (less memory, about a third more compute); works under every strategy.
+            compile: compile every block in place with ``torch.compile`` (checkpoint keys unchanged), and the loss.
+            activation_checkpointing: recompute activations in backward: ``{mode: full, every: k}`` (every
+                k-th block), ``{mode: selective}`` (torchtitan's op policy) or none; ``true`` is full.
             init_from: a checkpoint (``flightmind fit`` or ``flightmind import-hf``) whose shape, weights and
                 tokenizer start this run (continued pretraining; ``shape`` is then ignored). The optimizer, the
                 schedule and the step count start afresh: to resume a run, use ``--ckpt_path`` instead.
@@ -49,7 +50,7 @@ class PretrainModule(CausalLM):
             shape = read_model_config(init_from)
         # Plain values only: checkpoints are read with weights_only=True.
         self.save_hyperparameters({"shape": shape.to_dict(), "optimizer": vars(optimizer), "guard": vars(guard),
-                                   "compile": compile, "activation_checkpointing": activation_checkpointing,
+                                   "compile": compile, "activation_checkpointing": vars(ActivationCheckpointing.of(activation_checkpointing)),
                                    "init_from": init_from})
         self.config = shape
         # Held-out totals, summed in float64 across batches and ranks (see flightmind.data.heldout).
