@@ -50,8 +50,8 @@ def test_greedy_is_argmax_and_stop_ids_end_generation():
 @pytest.mark.parametrize(
     ("prompt", "max_new_tokens"),
     [
-        ([7], 20),  # within the window
-        ([3, 1, 4, 1, 5, 9, 2, 6], 24),  # fills the window exactly (8 + 24 = 32)
+        pytest.param([7], 20, marks=pytest.mark.slow),  # within the window
+        pytest.param([3, 1, 4, 1, 5, 9, 2, 6], 24, marks=pytest.mark.slow),  # fills the window exactly (8 + 24 = 32)
         ([2, 7, 1, 8], 90),  # past max_seq_len: the context restarts several times
         (list(range(40)), 30),  # a prompt longer than the window
     ],

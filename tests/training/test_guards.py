@@ -156,6 +156,7 @@ def _guard_rank(rank: int, init_file: str, results) -> None:
         torch.distributed.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_one_ranks_non_finite_step_is_skipped_by_every_rank(tmp_path):
     # Every rank must skip the same updates, or the DDP replicas drift apart.
     results = torch.multiprocessing.Manager().dict()

@@ -50,6 +50,7 @@ def assert_reads_only_on_logged_steps(per_batch: dict[int, list[str]], allowed: 
             assert reads == [], f"micro-batch {batch} (not logged) read from the device: {reads}"
 
 
+@pytest.mark.slow
 def test_no_device_reads_between_logging_steps(prepared_dir, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     cli = lightning_cli(run_args(prepared_dir), run=False)

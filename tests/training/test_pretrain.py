@@ -73,6 +73,7 @@ def validate(prepared_dir, **trainer_args) -> dict:
     return metrics
 
 
+@pytest.mark.slow
 def test_validation_loss_is_the_mean_over_all_ranks_and_ppl_its_exp(prepared_dir):
     # One process over batches 0-3 (sequences 0-7); two ranks over two batches each: the same 8 sequences.
     one = validate(prepared_dir, devices=1, limit_val_batches=4)
