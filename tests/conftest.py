@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+SHARED_DATA = Path(os.environ.get("FLIGHTMIND_SHARED_DATA") or REPO.parent / "shared" / "data")  # a worktree may set it
 
 
 @pytest.fixture(scope="session")
