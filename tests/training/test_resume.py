@@ -110,12 +110,14 @@ def general_pool(prepared_dir):
     path = prepared_dir.parent / "corpus" / "general" / "python_stdlib_docstrings.jsonl"
     if not path.is_file():
         pytest.skip("this Python ships no standard-library sources, so the demo corpus has no general part")
-    return {"path": "json", "data_files": str(path), "ready_sequences": 8}
+    return {"path": "json", "data_files": str(path), "ready_sequences": 8, "shuffle_block": 20}
 
 
 @pytest.mark.parametrize("num_workers", [0, 2])
-def test_a_resumed_mixed_run_matches_the_uninterrupted_run(prepared_dir, general_pool, tmp_path, num_workers):
-    mixed = dict(num_workers=num_workers, shuffle=False, aviation_ratio=0.3, general=general_pool)
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_a_resumed_mixed_run_matches_the_uninterrupted_run(prepared_dir, general_pool, tmp_path, num_workers, shuffle, monkeypatch):
+    monkeypatch.setattr("flightmind.data.streaming.JSON_LINES_PER_UNIT", 10)  # blocks of 20 documents: several per pass
+    mixed = dict(num_workers=num_workers, shuffle=shuffle, aviation_ratio=0.3, general=general_pool)
     full, _ = run(prepared_dir, tmp_path / "full", **mixed)
     assert [s for s, _, _ in full] == list(range(1, MAX_STEPS + 1))
     position = torch.load(tmp_path / "full" / "step_4.ckpt", weights_only=True)["loops"]["fit_loop"]["state_dict"]
@@ -133,27 +135,27 @@ def test_a_resumed_mixed_run_matches_the_uninterrupted_run(prepared_dir, general
 
 
 def test_a_stream_that_keeps_failing_stops_the_run_and_leaves_the_last_checkpoint(prepared_dir, general_pool, tmp_path, monkeypatch):
-    from datasets import IterableDataset as HFIterableDataset
+    from flightmind.data import streaming
 
-    original = HFIterableDataset.iter
+    original = streaming.read_unit
     network_down = []
 
-    def iter_(self, *args, **kwargs):
-        for rows in original(self, *args, **kwargs):
-            if network_down:
-                raise ConnectionError("network is unreachable")
-            yield rows
+    def read_unit(*args):
+        if network_down:
+            raise ConnectionError("network is unreachable")
+        return original(*args)
 
     class CutNetworkAfterStep4(L.Callback):
         def on_train_batch_start(self, trainer, *args):
             if trainer.global_step >= 4:
                 network_down.append(True)
 
-    monkeypatch.setattr(HFIterableDataset, "iter", iter_)
-    monkeypatch.setattr("flightmind.data.streaming.DOCUMENTS_PER_READ", 1)  # read often,
+    monkeypatch.setattr(streaming, "read_unit", read_unit)
+    monkeypatch.setattr("flightmind.data.streaming.JSON_LINES_PER_UNIT", 1)  # units of one document,
+    monkeypatch.setattr("flightmind.data.streaming.DOCUMENTS_PER_READ", 1)  # read one at a time,
     monkeypatch.setattr("flightmind.data.streaming.TOKENIZE_CHARS", 1)  # and no further than needed
     monkeypatch.setattr("flightmind.data.streaming.time.sleep", lambda seconds: None)
-    pool = {**general_pool, "ready_sequences": 1, "retry_attempts": 2}
+    pool = {**general_pool, "ready_sequences": 1, "retry_attempts": 2, "shuffle_block": 0}
     with pytest.raises(FlightMindError, match=r"failed 3 times in a row at reader 0 of 1.*last checkpoint is intact"):
         run(prepared_dir, tmp_path, shuffle=False, aviation_ratio=0.3, general=pool, callbacks=[CutNetworkAfterStep4()])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt", "step_4.ckpt"]
