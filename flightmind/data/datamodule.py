@@ -18,7 +18,7 @@ from lightning.fabric.utilities.apply_func import move_data_to_device
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader
 
-from flightmind.data.draws import plan_draws, validation_coverage
+from flightmind.data.draws import PUBLISHED_TOKENS, plan_draws, validation_coverage
 from flightmind.data.mixing import MixedBatches, MixedLoader, MixingMonitor, exact_ratio
 from flightmind.data.loaders import loader_options, training_micro_batches
 from flightmind.data.sequences import PackedSequences, ResumableDataLoader, StreamSampler
@@ -148,11 +148,14 @@ class PretrainDataModule(L.LightningDataModule):
         if not trainer.max_steps or trainer.max_steps < 1:
             return []
         general = None if not self.mixes else (self.general.path, self.general.name)
+        estimate = None
+        if general is not None and tuple(general) not in PUBLISHED_TOKENS and self.general_stream is not None:
+            estimate, _ = self.general_stream.estimate_tokens(self.tokenizer_path)
         meta = self.meta or {}
         draws = plan_draws(
             max_steps=trainer.max_steps, accumulate=trainer.accumulate_grad_batches, world_size=trainer.world_size,
             batch_size=self.batch_size, seq_len=self.seq_len, ratio=self.aviation_ratio,
-            aviation_tokens=meta.get("train", {}).get("tokens"), general=general,
+            aviation_tokens=meta.get("train", {}).get("tokens"), general=general, general_tokens=estimate,
         )
         lines = [f"data over {trainer.max_steps:,} steps: " + draw.line() for draw in draws]
         lines += [f"WARNING: {draw.warning}" for draw in draws if draw.warning]

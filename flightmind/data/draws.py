@@ -68,7 +68,7 @@ def plan_draws(
     aviation = aviation_count(sequences, ratio) * world_size * seq_len
     draws = [PoolDraw("aviation", aviation, aviation_tokens, "meta.json" if aviation_tokens else "size unknown: no meta.json yet", True)]
     if general is not None and ratio < 1:
-        size, note = general_tokens, "estimated"
+        size, note = general_tokens, "estimated from its first documents"
         if size is None:
             size, note = PUBLISHED_TOKENS.get(tuple(general)), "published size"
         label = f"{general[0]}" + (f" ({general[1]})" if general[1] else "")

@@ -237,9 +237,23 @@ class GeneralStream:
         per_block = self.documents * self.block_units / len(self.units)
         order = "seeded order of units and of the documents in each block" if self.shuffle else "file order"
         return (
-            f"{self.source}: {len(self.files):,} files, {len(self.units):,} units, {self.documents:,} documents; "
-            f"blocks of {self.block_units} units (≈ {per_block:,.0f} documents), {order}"
+            f"{self.source}: {_count(len(self.files), 'file')}, {_count(len(self.units), 'unit')}, {self.documents:,} documents; "
+            f"blocks of {_count(self.block_units, 'unit')} (≈ {per_block:,.0f} documents), {order}"
         )
+
+    def estimate_tokens(self, tokenizer_path: str | Path) -> tuple[float, int]:
+        """(tokens in one pass, documents it is estimated from): the first ``FIRST_DOCUMENT_ROWS`` rows
+        tokenized, scaled to every row; for the start-up report of a pool without a published size."""
+        tokenizer = load_tokenizer(tokenizer_path)
+        rows, open_files = [], OrderedDict()
+        for unit in self.units:
+            rows += read_unit(self, unit, open_files)
+            if len(rows) >= FIRST_DOCUMENT_ROWS:
+                break
+        rows = rows[:FIRST_DOCUMENT_ROWS]
+        documents, _ = _valid_texts(rows)
+        tokens = len(encode_documents(tokenizer, documents, eot_id(tokenizer)))
+        return tokens * self.documents / max(len(rows), 1), len(rows)
 
     # -- the order -----------------------------------------------------------------------------
     def block(self, g: int) -> list[Unit]:
@@ -626,6 +640,10 @@ class GeneralReader:
             while len(self._marks) > 1 and self._marks[1][0] <= self._next:
                 self._marks.popleft()
             yield window
+
+
+def _count(n: int, thing: str) -> str:
+    return f"{n:,} {thing}" + ("" if n == 1 else "s")
 
 
 def _times(n: int) -> str:
