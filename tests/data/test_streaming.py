@@ -336,3 +336,18 @@ def test_a_pool_without_documents_is_named_at_start_up(tmp_path, write_parquet_p
         stream_of([str(tmp_path / "missing.parquet")])
     with pytest.raises(FlightMindError, match=r"Bad split: validation.*data\.general\.split"):
         stream_of(blank, split="validation")
+
+
+def test_a_remote_parquet_file_is_indexed_and_read_through_fsspec(tmp_path, write_parquet_pool):
+    # The hub's files are URLs (hf://datasets/…); a file:// URL takes the same fsspec path offline.
+    from collections import OrderedDict
+
+    from flightmind.data.streaming import _units_of, read_unit
+
+    [path] = write_parquet_pool(tmp_path, [f"document {n}" for n in range(250)], files=1, row_group_size=100)
+    url = f"file://{path}"
+    units = _units_of(0, url, "parquet")
+    assert units == [(0, 0, -1, 100), (0, 1, -1, 100), (0, 2, -1, 50)]
+    stream = stream_of([path])
+    stream.files = [url]
+    assert read_unit(stream, units[2], OrderedDict()) == [f"document {n}" for n in range(200, 250)]

@@ -6,6 +6,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from flightmind.data.datamodule import PretrainDataModule
+from flightmind.data.mixing import aviation_count, exact_ratio
 from flightmind.errors import FlightMindError
 from flightmind.training.callbacks import FinalCheckpoint
 from flightmind.training.pretrain import PretrainModule
@@ -30,14 +31,14 @@ class StepRecorder(L.Callback):
                     self.steps.append(step)
 
 
-def run(prepared_dir, ckpt_dir, ckpt_path=None, depth=2, num_workers=0, callbacks=(), **data_kwargs):
+def run(prepared_dir, ckpt_dir, ckpt_path=None, depth=2, num_workers=0, callbacks=(), accumulate=2, batch_size=4, **data_kwargs):
     torch.manual_seed(0)
     recorder = StepRecorder()
     trainer = L.Trainer(
         accelerator="cpu",
         precision="32-true",
         max_steps=MAX_STEPS,
-        accumulate_grad_batches=2,
+        accumulate_grad_batches=accumulate,
         gradient_clip_val=1.0,
         val_check_interval=8,
         check_val_every_n_epoch=None,
@@ -61,7 +62,7 @@ def run(prepared_dir, ckpt_dir, ckpt_path=None, depth=2, num_workers=0, callback
         ],
     )
     module = PretrainModule(depth=depth, vocab_size=1024, max_seq_len=64, max_lr=1e-3, warmup_steps=2)
-    data = PretrainDataModule(prepared_dir, seq_len=64, batch_size=4, num_workers=num_workers, seed=7, **data_kwargs)
+    data = PretrainDataModule(prepared_dir, seq_len=64, batch_size=batch_size, num_workers=num_workers, seed=7, **data_kwargs)
     trainer.fit(module, data, ckpt_path=ckpt_path)
     return recorder.steps, trainer
 
@@ -160,3 +161,16 @@ def test_a_stream_that_keeps_failing_stops_the_run_and_leaves_the_last_checkpoin
         run(prepared_dir, tmp_path, shuffle=False, aviation_ratio=0.3, general=pool, callbacks=[CutNetworkAfterStep4()])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt", "step_4.ckpt"]
     assert torch.load(tmp_path / "last.ckpt", weights_only=True)["global_step"] == 4
+
+
+def test_a_mixed_run_resumes_with_another_micro_batch_and_accumulation(prepared_dir, general_pool, tmp_path, monkeypatch):
+    # 4 × 2 sequences per step saved, 8 × 1 resumed: the same tokens per step, made another way.
+    monkeypatch.setattr("flightmind.data.streaming.JSON_LINES_PER_UNIT", 10)
+    mixed = dict(shuffle=True, aviation_ratio=0.3, general=general_pool)
+    run(prepared_dir, tmp_path / "full", **mixed)
+    resumed, trainer = run(prepared_dir, tmp_path / "resumed", ckpt_path=tmp_path / "full" / "step_4.ckpt", accumulate=1, batch_size=8, **mixed)
+    assert trainer.global_step == MAX_STEPS
+    assert [s for s, _, _ in resumed] == list(range(5, MAX_STEPS + 1))
+    [state] = torch.load(tmp_path / "resumed" / "final.ckpt", weights_only=True)["loops"]["fit_loop"]["state_dict"]["combined_loader"]
+    assert state["micro_batches"] == MAX_STEPS and state["sequence_base"] == 4 * 8
+    assert state["aviation_next"] == 9 + (aviation_count(64, exact_ratio(0.3)) - aviation_count(32, exact_ratio(0.3)))  # 9 + 10
