@@ -618,11 +618,12 @@ class GeneralReader:
         batches = self.batches()
         read = self._marks[-1][0]  # tokens read so far, counted from the start position
         buffer, buffer_start = np.empty(0, dtype=TOKEN_DTYPE), 0
+        ahead = span  # the first fill: one window (one tokenization call) and the first batch goes out
         while True:
             if read - self._next < span:
                 pieces, new_start = [buffer[self._next - buffer_start :]], self._next  # keep the unused tail
-                # Enough for ready_sequences windows: each needs seq_len tokens beyond the first.
-                while read - self._next < self.stream.ready_sequences * self.seq_len + 1:
+                # Then enough for ready_sequences windows: each needs seq_len tokens beyond the first.
+                while read - self._next < ahead:
                     batch = next(batches)
                     pieces.append(batch.tokens)
                     read += len(batch.tokens)
@@ -634,6 +635,7 @@ class GeneralReader:
                         (read, {**batch.after, "documents": before["documents"] + batch.documents, "skipped": skipped})
                     )
                 buffer, buffer_start = np.concatenate(pieces), new_start
+                ahead = self.stream.ready_sequences * self.seq_len + 1
             offset = self._next - buffer_start
             window = buffer[offset : offset + span]
             self._next += self.seq_len
