@@ -55,7 +55,7 @@ def general_file(prepared_dir):
 
 
 def loader(prepared_dir, aviation, general_file, *, ratio, workers=0, length=50, world_size=1, rank=0):
-    stream = open_general_pool(GeneralPool(path="json", data_files=general_file, shuffle_block=500), seed=3, shuffle=False)
+    stream = open_general_pool(GeneralPool(path="json", data_files=general_file, shuffle_block=40), seed=3, shuffle=False)
     data = MixedBatches(
         aviation, stream, prepared_dir / "tokenizer.json", length=length, batch_size=8, ratio=exact_ratio(ratio),
         seed=3, shuffle=False, rank=rank, world_size=world_size, workers=workers,
@@ -125,17 +125,17 @@ def run_ranks(prepared_dir, aviation, general_file, monkeypatch, *, world_size, 
 
 @pytest.mark.parametrize("before, after", [((1, 2), (1, 0)), ((1, 0), (1, 2)), ((2, 0), (1, 0)), ((1, 0), (2, 0))])
 def test_a_loader_resumed_on_another_layout_repeats_and_skips_nothing(
-    prepared_dir, aviation_shard, tagged_texts, tmp_path, monkeypatch, before, after
+    prepared_dir, aviation_shard, demo_tagged_texts, tmp_path, monkeypatch, before, after
 ):
     from flightmind.contracts import eot_id, load_tokenizer
     from flightmind.data.documents import iter_documents
     from flightmind.data.prepare import encode_documents
     from flightmind.data.streaming import rebalance
 
-    # 2,000 documents in blocks of 200 lines: the run stays inside pass 0.
+    # The demo corpus in blocks of 20 lines: the run stays inside pass 0.
     general_file = str(tmp_path / "general.jsonl")
-    Path(general_file).write_text("".join(json.dumps({"text": t}) + "\n" for t in tagged_texts[:2000]))
-    monkeypatch.setattr("flightmind.data.streaming.JSON_LINES_PER_UNIT", 200)
+    Path(general_file).write_text("".join(json.dumps({"text": t}) + "\n" for t in demo_tagged_texts))
+    monkeypatch.setattr("flightmind.data.streaming.JSON_LINES_PER_UNIT", 20)
     (w0, k0), (w1, k1) = before, after
     first, state = run_ranks(prepared_dir, aviation_shard, general_file, monkeypatch, world_size=w0, workers=k0, batches=12)
     assert state["micro_batches"] == 12 and state["aviation_next"] == w0 * aviation_count(96, exact_ratio(0.3))
@@ -153,7 +153,7 @@ def test_a_loader_resumed_on_another_layout_repeats_and_skips_nothing(
     tokenizer_path = prepared_dir / "tokenizer.json"
     consumed = Counter(t for row in rows if row[0] < AVIATION_BASE for t in row[:-1].tolist())
     states = [s for rank in final["readers"] for s in rank]
-    stream = open_general_pool(GeneralPool(path="json", data_files=general_file, shuffle_block=500), seed=3, shuffle=False)
+    stream = open_general_pool(GeneralPool(path="json", data_files=general_file, shuffle_block=40), seed=3, shuffle=False)
     [rest] = rebalance(states, 1)
     for batch in itertools.takewhile(lambda b: b.epoch == 0, stream.reader(0, 1, SEQ_LEN, tokenizer_path, rest).batches()):
         consumed.update(batch.tokens.tolist())

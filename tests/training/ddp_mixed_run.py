@@ -20,7 +20,7 @@ from flightmind.data.datamodule import PretrainDataModule
 from flightmind.training.pretrain import PretrainModule
 
 STEPS, BATCH, SEQ_LEN, RATIO, SEED = 6, 4, 64, 0.3, 7
-GENERAL = {"shuffle_block": 400}  # row groups of 200: blocks of 2, several per pass
+GENERAL = {"shuffle_block": 40}  # blocks of a few row groups: several per pass
 
 
 class BatchRecorder(L.Callback):
