@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 import time
 from collections import OrderedDict, deque
 from collections.abc import Iterator
