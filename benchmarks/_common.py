@@ -20,7 +20,7 @@ from pathlib import Path
 from flightmind.atomic import write_text
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+SHARED_DATA = Path(os.environ.get("FLIGHTMIND_SHARED_DATA") or REPO_ROOT.parent / "shared" / "data")
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
 QUIET = 0.1  # a CPU share busy with other programs low enough to time in
 

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+SHARED_DATA = Path(os.environ.get("FLIGHTMIND_SHARED_DATA") or REPO.parent / "shared" / "data")  # a worktree may set it
 
 
 @pytest.fixture(scope="session")
@@ -94,3 +94,13 @@ def write_parquet_pool():
         return paths
 
     return write
+
+
+@pytest.fixture(scope="session")
+def demo_tagged_texts(prepared_dir) -> list[str]:
+    """Every document of the generated demo corpus behind ``prepared_dir``, each opening with the tag
+    "[doc N]": tagged documents on any machine (a fresh clone has no ../shared)."""
+    from flightmind.data.documents import iter_documents
+
+    paths = sorted((prepared_dir.parent / "corpus").glob("*/*.jsonl"))
+    return [f"[doc {i}] {doc.text}" for i, doc in enumerate(d for path in paths for d in iter_documents(path))]

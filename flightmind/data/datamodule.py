@@ -2,7 +2,8 @@
 rank-split training batches.
 
 Without a general pool (or at ``aviation_ratio: 1.0``) training reads the aviation shards alone and
-streams nothing (``ResumableDataLoader``); with one, ``MixedLoader`` mixes the two (mixing.py).
+streams nothing (``ResumableDataLoader``); with one, ``MixedLoader`` mixes the two (mixing.py). At the
+start of fitting it prints what each pool will be asked for and the validation coverage (draws.py).
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ from pathlib import Path
 import lightning as L
 import torch
 from lightning.fabric.utilities.apply_func import move_data_to_device
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from tokenizers import Tokenizer
 from torch.utils.data import DataLoader
 
 from flightmind.contracts import TOKENIZER_FILE, load_tokenizer
+from flightmind.data.draws import PUBLISHED_TOKENS, plan_draws, validation_coverage
 from flightmind.data.mixing import MixedBatches, MixedLoader, MixingMonitor, exact_ratio
 from flightmind.data.loaders import loader_options, training_micro_batches
 from flightmind.data.sequences import PackedSequences, ResumableDataLoader, StreamSampler
@@ -46,10 +48,9 @@ class PretrainDataModule(L.LightningDataModule):
             seq_len: tokens per training sequence (each window holds seq_len + 1).
             batch_size: sequences per micro-batch on each device.
             num_workers: DataLoader worker processes per device.
-            shuffle: a fresh seeded order of all windows on every pass, and the general pool through a
-                shuffle buffer; off gives stream order everywhere.
-            seed: seeds the window order and the shuffle buffer (the same on every rank; ranks take
-                disjoint positions).
+            shuffle: a fresh seeded order of all windows on every pass, and of the general pool's units and
+                of the documents in each of its blocks; off gives stream order everywhere.
+            seed: seeds those orders (the same on every rank; ranks take disjoint positions).
             build_demo: if ``data_dir`` has no prepared data, build it from the generated demo corpus
                 (kept in ``data_dir/corpus``; its aviation files are prepared into the shards).
             test_file: held-out set for ``flightmind test``: JSONL (tokenized with ``data_dir``'s
@@ -118,18 +119,59 @@ class PretrainDataModule(L.LightningDataModule):
                 f"`flightmind prepare --input YOUR.jsonl --out {self.data_dir}` first"
             )
         self.meta = read_meta(self.data_dir)
+        trainer = self.trainer
         if stage == "fit" and self.mixes and self.general_stream is None:
-            trainer = self.trainer
-            world_size = 1 if trainer is None else trainer.world_size
-            self.general_stream = open_general_pool(
-                self.general, readers=world_size * max(1, self.num_workers), seed=self.seed, shuffle=self.shuffle
-            )
+            self.general_stream = self._open_general_pool()
             rank_zero_info(
                 f"data: {float(self.aviation_ratio):.2f} aviation ({self.data_dir}), "
                 f"{float(1 - self.aviation_ratio):.2f} general ({self.general_stream.summary()})"
             )
             if trainer is not None and not any(isinstance(c, MixingMonitor) for c in trainer.callbacks):
                 trainer.callbacks.append(MixingMonitor())
+        if stage == "fit" and trainer is not None:
+            for line in self.start_report(trainer):
+                (rank_zero_warn if line.startswith("WARNING") else rank_zero_info)(line)
+
+    def _open_general_pool(self) -> GeneralStream:
+        """Rank 0 indexes the pool (one footer read per remote file) and sends it to the other ranks."""
+        trainer = self.trainer
+        if trainer is None or trainer.world_size == 1:
+            return open_general_pool(self.general, seed=self.seed, shuffle=self.shuffle)
+        opened = None
+        if trainer.is_global_zero:
+            try:
+                opened = open_general_pool(self.general, seed=self.seed, shuffle=self.shuffle)
+            except FlightMindError as err:
+                opened = str(err)  # every rank stops with it, none waits for a pool that never comes
+        opened = trainer.strategy.broadcast(opened)
+        if isinstance(opened, str):
+            raise FlightMindError(opened)
+        return opened
+
+    def start_report(self, trainer: L.Trainer) -> list[str]:
+        """Per pool the tokens drawn over ``max_steps`` against its size, and the validation coverage."""
+        if not trainer.max_steps or trainer.max_steps < 1:
+            return []
+        general = None if not self.mixes else (self.general.path, self.general.name)
+        estimate = None
+        if general is not None and tuple(general) not in PUBLISHED_TOKENS and self.general_stream is not None:
+            estimate, _ = self.general_stream.estimate_tokens(self.tokenizer_path)
+        meta = self.meta or {}
+        draws = plan_draws(
+            max_steps=trainer.max_steps, accumulate=trainer.accumulate_grad_batches, world_size=trainer.world_size,
+            batch_size=self.batch_size, seq_len=self.seq_len, ratio=self.aviation_ratio,
+            aviation_tokens=meta.get("train", {}).get("tokens"), general=general, general_tokens=estimate,
+        )
+        lines = [f"data over {trainer.max_steps:,} steps: " + draw.line() for draw in draws]
+        lines += [f"WARNING: {draw.warning}" for draw in draws if draw.warning]
+        val = self.data_dir / "val.bin"
+        if val.is_file() and trainer.limit_val_batches:
+            windows = PackedSequences(val, self.seq_len).num_windows
+            scored, total = validation_coverage(
+                windows, limit_val_batches=trainer.limit_val_batches, batch_size=self.batch_size, world_size=trainer.world_size
+            )
+            lines.append(f"validation: {scored:,} of {total:,} windows scored each time (limit_val_batches {trainer.limit_val_batches})")
+        return lines
 
     def _loader_kwargs(self, **kwargs) -> dict:
         return dict(loader_options(self.trainer, self.num_workers), batch_size=self.batch_size, drop_last=True, **kwargs)
@@ -151,6 +193,7 @@ class PretrainDataModule(L.LightningDataModule):
                 rank=trainer.global_rank,
                 world_size=trainer.world_size,
                 workers=self.num_workers,
+                accumulate=trainer.accumulate_grad_batches,
             )
             return MixedLoader(mixed, **loader_options(trainer, self.num_workers))  # it batches itself
         sampler = StreamSampler(

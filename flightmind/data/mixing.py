@@ -4,8 +4,8 @@ Sequence ``k`` of a rank (counted from the start of the run) is an aviation sequ
 ``floor((k + 1)·r) > floor(k·r)``, with ``r = aviation_ratio`` as an exact fraction. After any ``k``
 sequences the aviation count is ``floor(k·r)``, so ``|aviation − r·k| < 1`` for every ``k``; counts per
 micro-batch vary (0.30 of 8 is 2 or 3), ratio 0 and 1 give a pure pool, and the mixing state is ``k``.
-Each rank mixes its own sequences; its ``n``-th aviation sequence is position ``n·W + rank`` of the
-aviation stream, as in ``StreamSampler``, so ranks never share one within a pass.
+Each rank mixes its own sequences; its ``n``-th aviation sequence is position ``base + n·W + rank`` of
+the aviation stream, as in ``StreamSampler``, so ranks never share one within a pass.
 
 Each DataLoader worker runs one general reader and builds every ``workers``-th micro-batch
 (workers yield in strict round-robin order: worker ``j`` makes micro-batches ``start + j``,
@@ -15,6 +15,11 @@ of the reader that makes it. A checkpoint stores the micro-batches trained on an
 on resume worker ``j`` continues the reader whose turn comes ``j``-th. The loader is sized
 (micro-batches = max_steps × accumulation), so Lightning never fetches ahead: batches yielded are
 batches trained on.
+
+Resumed on the layout it was saved with (ranks, workers, micro-batch, accumulation), a loader continues
+exactly. On another one it continues at the saved optimizer step: the aviation stream at its global
+position (``base``), the mixing counter afresh from there, and the general readers ``rebalance``d
+(streaming.py), so that within a pass no general document is read twice or skipped.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from flightmind.data.sequences import PackedSequences, StreamSampler
-from flightmind.data.streaming import GeneralStream
+from flightmind.data.streaming import GeneralStream, initial_state, rebalance
 from flightmind.errors import FlightMindError
 
 
@@ -78,6 +83,7 @@ class MixedBatches(IterableDataset):
         rank: int = 0,
         world_size: int = 1,
         workers: int = 0,
+        accumulate: int = 1,
     ) -> None:
         if general is None and ratio < 1:
             raise ValueError("a general pool is needed below aviation_ratio 1")
@@ -91,8 +97,23 @@ class MixedBatches(IterableDataset):
         self.rank = rank
         self.world_size = world_size
         self.slots = max(1, workers)  # readers on this rank: one per worker, or the main process
+        self.accumulate = accumulate
+        self.aviation_seed, self.aviation_shuffle = seed, shuffle
         self.start = 0
         self.reader_states: list[dict | None] = [None] * self.slots  # slot j makes micro-batch start + j first
+        # Where this rank's aviation sequences continue the global aviation stream: sequence
+        # ``sequence_base`` of this rank is the first after ``aviation_base`` (both 0 unless resumed on
+        # another layout).
+        self.sequence_base = 0
+        self.aviation_base = 0
+
+    @property
+    def readers(self) -> int:
+        return self.world_size * self.slots
+
+    def aviation_next(self, sequences: int) -> int:
+        """The global aviation stream position after every rank has made ``sequences`` sequences."""
+        return self.aviation_base + (aviation_count(sequences, self.ratio) - aviation_count(self.sequence_base, self.ratio)) * self.world_size
 
     def __len__(self) -> int:
         # Always the full length: Lightning counts the batches consumed before a resume itself.
@@ -111,7 +132,7 @@ class MixedBatches(IterableDataset):
             # A slot continues the reader whose turn comes next, whichever worker ran it before.
             state = self.reader_states[slot]
             index = self.rank * self.slots + slot if state is None else state["reader"]
-            reader = self.general.reader(index, self.aviation.seq_len, self.tokenizer_path, state)
+            reader = self.general.reader(index, self.readers, self.aviation.seq_len, self.tokenizer_path, state)
         windows = iter(reader) if reader is not None else None
         try:
             for i in range(self.start + slot, self.length, self.slots):
@@ -126,8 +147,8 @@ class MixedBatches(IterableDataset):
 
     def _sequence(self, k: int, windows: Iterator[np.ndarray] | None) -> torch.Tensor:
         if is_aviation(k, self.ratio):
-            n = aviation_count(k, self.ratio)
-            return self.aviation[self.aviation_order.window(n * self.world_size + self.rank)]
+            n = aviation_count(k, self.ratio) - aviation_count(self.sequence_base, self.ratio)
+            return self.aviation[self.aviation_order.window(self.aviation_base + n * self.world_size + self.rank)]
         return torch.from_numpy(next(windows).astype(np.int64))
 
 
@@ -190,6 +211,9 @@ class MixedLoader(DataLoader):
             "micro_batches": self._next,
             "sequences": self.sequences,
             "aviation_sequences": self.aviation_sequences,
+            "sequence_base": data.sequence_base,
+            "aviation_base": data.aviation_base,
+            "aviation_next": data.aviation_next(self.sequences),
             "readers": _gather(readers, data.world_size),  # [rank][slot]
             "layout": self._layout(),
         }
@@ -201,17 +225,42 @@ class MixedLoader(DataLoader):
                 "resume with those data settings, or start a new run to mix in the general pool"
             )
         saved, current = state["layout"], self._layout()
-        if saved != current:
-            differences = ", ".join(f"{key} {saved.get(key)!r} → {current.get(key)!r}" for key in current if saved.get(key) != current.get(key))
+        differences = [key for key in ("aviation_ratio", "aviation", "general") if saved.get(key) != current[key]]
+        if differences:
+            listed = ", ".join(f"{key} {saved.get(key)!r} → {current[key]!r}" for key in differences)
             raise FlightMindError(
-                f"the checkpoint's data position belongs to another data layout ({differences}): resume with the "
-                "devices, data.num_workers, data.batch_size, data.aviation_ratio, data.shuffle and data.general it was saved with"
+                f"the checkpoint's data position belongs to other data ({listed}): resume with the data.aviation_ratio, "
+                "data.shuffle, data.seed and data.general (the same files) it was saved with"
             )
         data = self.dataset
-        data.start = int(state["micro_batches"])
-        data.reader_states = list(state["readers"][data.rank])
+        if saved == current:  # the same layout: every reader continues exactly
+            data.start = int(state["micro_batches"])
+            data.reader_states = list(state["readers"][data.rank])
+            data.sequence_base, data.aviation_base = int(state["sequence_base"]), int(state["aviation_base"])
+        else:
+            data.start = self._elastic_start(state)
+            data.sequence_base = data.start * data.batch_size
+            data.aviation_base = int(state["aviation_next"])
+            old_slots = saved["workers"]
+            states = [
+                s if s is not None else initial_state(r * old_slots + (state["micro_batches"] + j) % old_slots, saved["world_size"] * old_slots)
+                for r, row in enumerate(state["readers"]) for j, s in enumerate(row)
+            ]
+            data.reader_states = rebalance(states, data.readers)[data.rank * data.slots : (data.rank + 1) * data.slots]
         self._next = data.start
         self._reader_states = {data.start + j: s for j, s in enumerate(data.reader_states)}
+
+    def _elastic_start(self, state: dict) -> int:
+        """This layout's micro-batch at the saved optimizer step."""
+        saved = state["layout"]
+        steps, rest = divmod(int(state["micro_batches"]), int(saved.get("accumulate", 1)))
+        if rest:
+            raise FlightMindError(
+                f"the checkpoint was saved inside an optimizer step (micro-batch {state['micro_batches']} of steps of "
+                f"{saved.get('accumulate', 1)}): resume it with the devices, data.num_workers, data.batch_size and "
+                "trainer.accumulate_grad_batches it was saved with"
+            )
+        return steps * self.dataset.accumulate
 
     def _layout(self) -> dict:
         data = self.dataset
@@ -219,7 +268,9 @@ class MixedLoader(DataLoader):
             "world_size": data.world_size,
             "workers": data.slots,
             "batch_size": data.batch_size,
+            "accumulate": data.accumulate,
             "aviation_ratio": str(data.ratio),
+            "aviation": {"windows": len(data.aviation), "seed": data.aviation_seed, "shuffle": data.aviation_shuffle},
             "general": None if data.general is None else data.general.layout,
         }
 

@@ -1,76 +1,68 @@
-"""The general pool: text streamed with Hugging Face ``datasets``, split between readers, packed into windows.
+"""The general pool: text streamed from parquet row groups or JSON-lines blocks, in a seeded order whose
+state is a few numbers, split between readers by blocks, packed into windows.
 
     data:
       init_args:
         aviation_ratio: 0.30
-        general:                     # what datasets.load_dataset(..., streaming=True) takes
+        general:                     # resolved like datasets.load_dataset(..., streaming=True)
           path: HuggingFaceFW/fineweb-edu
-          name: sample-10BT
+          name: default
           split: train
 
-The hub and local files (``path: parquet`` or ``json`` with ``data_files: [...]``) take the same
-``streaming=True`` path, so offline tests exercise what production runs. Nothing is downloaded whole.
+Units. ``datasets`` resolves the pool's files (hub or local, globs allowed); at start the footer of each
+parquet file gives its row groups, and local JSON-lines files are cut into blocks of
+``JSON_LINES_PER_UNIT`` lines (byte ranges). A unit is one of those: readable alone, by position.
 
-Readers. Every DataLoader worker of every rank is one reader: reader ``rank · workers + worker`` of
-``world_size · workers``. Parquet files are first split into their row groups (``reshard``). With at
-least as many shards as readers, ``split_dataset_by_node(strategy="shards")`` gives each reader its
-own shards (some one more than others); with fewer, every reader reads all of them and keeps one
-document in N. Either way no document reaches two readers within a pass. Each reader repeats its
-share, the shards in a new order each pass (``set_epoch``), so that no rank runs dry (DDP would
-hang); training stops on ``max_steps``.
+Order. Pass ``p`` lays the units out in a seeded permutation (``seed``, ``p``) and cuts that sequence
+into blocks of ``block_units`` consecutive units (about ``shuffle_block`` documents); the documents of
+block ``k`` are read whole and put in a seeded permutation (``seed``, ``p``, ``k``). Global block
+``g`` is block ``g mod B`` of pass ``g // B``: one endless global stream of blocks, the same on every
+machine. With ``data.shuffle: false`` both permutations are the identity.
 
-Shuffling. Each reader passes its documents through a buffer of ``shuffle_buffer`` documents: once
-it is full, every document read takes the place of a random one held, which goes on to be packed.
-(The buffer is ours: ``IterableDataset.shuffle`` restores a position by replaying its buffer with a
-fresh random generator, which repeats some documents and skips others.)
+Readers. Every DataLoader worker of every rank is one reader; reader ``i`` of ``R`` reads blocks
+``i, i + R, i + 2R, …``. Its position is its list of unfinished segments ``[block, document, tokens]``
+(the first is the one in progress: documents of that block done, and tokens of the next ones already
+packed) plus where its fresh blocks continue: a few numbers, saved with every checkpoint. Resumed on
+the same layout a reader yields exactly the windows it would have yielded. On another number of ranks
+or workers, ``rebalance`` hands every unfinished segment and every block not yet started to the new
+readers (none twice, none lost), so within a pass no document is repeated or skipped.
 
-Packing. A reader reads documents in batches of ``DOCUMENTS_PER_READ``, skips (and counts) those that
-``prepare`` would skip, tokenizes them ``TOKENIZE_CHARS`` of text at a time with prepare's
-``encode_documents`` (ids, then ``<|endoftext|>``) and cuts the token stream into windows of
-``seq_len + 1`` with stride ``seq_len``: the very windows ``PackedSequences`` reads from a shard that
-``prepare`` made of the same documents. When no window is left it reads until ``ready_sequences``
-windows are ready.
-
-Position. A reader's state is the position of its next window: the stream state
-(``IterableDataset.state_dict()``) before the read batch that holds the window's first token and how
-many of that batch's tokens come before it, a few hundred bytes. Without shuffling, a reader restored
-from it yields exactly the windows it would have yielded. With shuffling, the buffer's documents are
-not saved: the reader restarts after that read batch with an empty buffer, so the documents the
-buffer held (at most ``shuffle_buffer``) and the rest of that batch (at most ``DOCUMENTS_PER_READ``)
-are skipped, and no document is read twice.
-
-Faults. A transient read or network error is retried from the last batch read (the buffer is kept:
-nothing is lost or repeated), after ``retry_delay · 2^(attempt-1)`` seconds, ``retry_attempts`` times
-in a row at most, each logged with the reader, epoch, shard and row; then the run stops with one
-``FlightMindError``. A missing text column or a source with no documents stops the run before
-training starts.
+Shuffle quality (tests/data/test_streaming.py): mean run of consecutive documents from one source file,
+against the 10,000-document shuffle buffer this replaced. Faults: a transient read error is retried
+from the unit that failed, ``retry_delay · 2^(attempt-1)`` seconds later, ``retry_attempts`` times in a
+row at most, then one ``FlightMindError`` stops the run.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from flightmind.data.documents import BadLine, SkipCounts, document_text, parse_json_object
 from flightmind.contracts import TOKEN_DTYPE, eot_id, load_tokenizer
+from flightmind.data.documents import UTF8_BOM, BadLine, SkipCounts, document_text, parse_json_object
 from flightmind.data.prepare import encode_documents
 from flightmind.errors import FlightMindError
 
 log = logging.getLogger(__name__)
 
-# Documents per read: the grain of a reader's position. Small, so that a resume with shuffling
-# skips little beyond the shuffle buffer.
+# Documents per read: the grain of a reader's position within a block.
 DOCUMENTS_PER_READ = 64
 # Text per encode_batch call (prepare's block size): per-call costs vanish, rayon has work to share.
 TOKENIZE_CHARS = 1 << 18
+# Lines of a JSON-lines file per unit.
+JSON_LINES_PER_UNIT = 1000
 # Rows read at start-up to find one usable document.
 FIRST_DOCUMENT_ROWS = 1000
+# Parquet files a reader keeps open (their footers read once).
+OPEN_FILES = 8
 # OSErrors that no retry mends.
 _PERMANENT_OS_ERRORS = (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
 # Network errors of HTTP clients that do not derive from OSError, by "package.Class".
@@ -83,12 +75,12 @@ class GeneralPool:
 
     Args:
         path: a hub dataset (``HuggingFaceFW/fineweb-edu``) or a file format (``parquet``, ``json``).
-        name: the dataset configuration, e.g. ``sample-10BT``.
+        name: the dataset configuration, e.g. ``default`` or ``sample-10BT``.
         split: the split to stream.
         data_files: local or remote files (globs allowed), for ``path: parquet`` / ``json``.
-        revision: a hub branch, tag or commit.
+        revision: a hub branch, tag or commit (pin one: a resumed run refuses a pool whose files changed).
         text_column: the column holding the document text.
-        shuffle_buffer: documents in each reader's shuffle buffer (with ``data.shuffle``; 0: none).
+        shuffle_block: documents per shuffled block (whole units; with ``data.shuffle``); 0: one unit.
         ready_sequences: windows a reader packs ahead.
         retry_attempts: retries of a failing read, in a row, before the run stops.
         retry_delay: seconds before the first retry; doubled for each further one.
@@ -100,7 +92,7 @@ class GeneralPool:
     data_files: str | list[str] | dict[str, str | list[str]] | None = None
     revision: str | None = None
     text_column: str = "text"
-    shuffle_buffer: int = 10_000
+    shuffle_block: int = 10_000
     ready_sequences: int = 256
     retry_attempts: int = 5
     retry_delay: float = 1.0
@@ -124,58 +116,233 @@ def is_transient(error: BaseException) -> bool:
     return any(f"{cls.__module__.split('.')[0]}.{cls.__name__}" in _TRANSIENT_CLASSES for cls in type(error).__mro__)
 
 
-def stream_position(state: dict | None) -> str:
-    """Where a ``datasets`` stream state has its file reader, for messages: shard and row."""
-    pending = [state]
-    while pending:
-        node = pending.pop(0)
-        if isinstance(node, dict):
-            if "shard_idx" in node:
-                return f"stream at shard {node['shard_idx']}, row {node.get('shard_example_idx', 0):,}"
-            pending.extend(node.values())
-        elif isinstance(node, list):
-            pending.extend(node)
-    return "stream at its start"
+# ---------------------------------------------------------------------------------------------
+# Units: (file index, row group or first byte, -1 or end byte, rows)
+
+Unit = tuple[int, int, int, int]
+
+
+def _is_remote(file: str) -> bool:
+    return "://" in file
+
+
+def _open_binary(file: str):
+    if not _is_remote(file):
+        return open(file, "rb")
+    import fsspec
+
+    filesystem, path = fsspec.core.url_to_fs(file)
+    return filesystem.open(path, "rb")
+
+
+def _kind(file: str, builder_name: str) -> str:
+    suffixes = "".join(Path(file.split("?")[0]).suffixes).lower()
+    if suffixes.endswith(".parquet"):
+        return "parquet"
+    if suffixes.endswith((".json", ".jsonl")):
+        return "json"
+    if any(s in suffixes for s in (".gz", ".bz2", ".zst", ".xz", ".zip")):
+        return "compressed"
+    return builder_name if builder_name in ("parquet", "json") else "unknown"
+
+
+def _units_of(index: int, file: str, kind: str) -> list[Unit]:
+    if kind == "parquet":
+        import pyarrow.parquet as pq
+
+        with _open_binary(file) as handle:
+            metadata = pq.read_metadata(handle)
+        return [(index, group, -1, metadata.row_group(group).num_rows) for group in range(metadata.num_row_groups)
+                if metadata.row_group(group).num_rows]
+    units, start, lines, offset, last = [], 0, 0, 0, b"\n"
+    with open(file, "rb") as handle:
+        while chunk := handle.read(1 << 24):
+            ends = np.flatnonzero(np.frombuffer(chunk, dtype=np.uint8) == 10) + offset + 1  # byte after each newline
+            numbers = np.arange(lines + 1, lines + len(ends) + 1)
+            for cut in ends[numbers % JSON_LINES_PER_UNIT == 0]:
+                units.append((index, start, int(cut), JSON_LINES_PER_UNIT))
+                start = int(cut)
+            lines += len(ends)
+            offset += len(chunk)
+            last = chunk[-1:]
+    if offset > start:
+        units.append((index, start, offset, lines % JSON_LINES_PER_UNIT + (last != b"\n")))
+    return units
+
+
+def read_unit(stream: GeneralStream, unit: Unit, open_files: OrderedDict) -> list:
+    """The unit's rows in file order: texts (or anything else found in the text column), or a ``BadLine``."""
+    file_index, start, stop, _ = unit
+    file = stream.files[file_index]
+    if stop < 0:
+        import pyarrow.parquet as pq
+
+        parquet = open_files.pop(file_index, None) or pq.ParquetFile(_open_binary(file))
+        open_files[file_index] = parquet
+        if len(open_files) > OPEN_FILES:
+            open_files.popitem(last=False)
+        return parquet.read_row_group(start, columns=[stream.text_column]).column(0).to_pylist()
+    with open(file, "rb") as handle:
+        handle.seek(start)
+        data = handle.read(stop - start)
+    if start == 0 and data.startswith(UTF8_BOM):
+        data = data[len(UTF8_BOM):]
+    rows = []
+    for raw in data.split(b"\n"):
+        if not raw.strip():
+            continue  # blank lines are not documents
+        try:
+            obj = parse_json_object(raw)
+            rows.append(obj[stream.text_column] if stream.text_column in obj else BadLine("missing_key", ""))
+        except BadLine as bad:
+            rows.append(bad)
+    return rows
 
 
 # ---------------------------------------------------------------------------------------------
-# Opening the pool (once per rank, before training)
+# The opened pool (once per run, before training; sent to every DataLoader worker)
 
 
 @dataclass
 class GeneralStream:
-    """The opened pool, split into ``readers`` parts; sent to every DataLoader worker."""
+    """The pool's units and the order they are read in."""
 
-    dataset: object  # datasets.IterableDataset: the text column only, resharded
     source: str
+    files: list[str]
+    units: list[Unit]
     text_column: str
-    readers: int
-    strategy: str  # "shards": each reader its own shards; "examples": each keeps one document in N
-    shuffle_buffer: int  # 0: no shuffling
+    shuffle: bool
     seed: int
+    block_units: int
     ready_sequences: int
     retry_attempts: int
     retry_delay: float
     layout: dict = field(default_factory=dict)  # what a saved reader position is only valid for
+    _order: tuple | None = field(default=None, repr=False, compare=False)  # (pass, unit order), cached
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_order": None}
+
+    @property
+    def blocks_per_pass(self) -> int:
+        return -(-len(self.units) // self.block_units)
+
+    @property
+    def documents(self) -> int:
+        """Rows in the pool (blank JSON lines included)."""
+        return sum(unit[3] for unit in self.units)
 
     def summary(self) -> str:
-        split = "each its own shards" if self.strategy == "shards" else "each keeping one document in N"
-        shuffle = f"shuffle buffer {self.shuffle_buffer:,}" if self.shuffle_buffer else "no shuffling"
-        return f"{self.source}: {self.layout['shards']} shards, {self.readers} readers {split}, {shuffle}"
+        per_block = self.documents * self.block_units / len(self.units)
+        order = "seeded order of units and of the documents in each block" if self.shuffle else "file order"
+        return (
+            f"{self.source}: {_count(len(self.files), 'file')}, {_count(len(self.units), 'unit')}, {self.documents:,} documents; "
+            f"blocks of {_count(self.block_units, 'unit')} (≈ {per_block:,.0f} documents), {order}"
+        )
 
-    def reader(self, index: int, seq_len: int, tokenizer_path: str | Path, state: dict | None = None) -> GeneralReader:
-        return GeneralReader(self, index, seq_len, tokenizer_path, state)
+    def estimate_tokens(self, tokenizer_path: str | Path) -> tuple[float, int]:
+        """(tokens in one pass, documents it is estimated from): the first ``FIRST_DOCUMENT_ROWS`` rows
+        tokenized, scaled to every row; for the start-up report of a pool without a published size."""
+        tokenizer = load_tokenizer(tokenizer_path)
+        rows, open_files = [], OrderedDict()
+        for unit in self.units:
+            rows += read_unit(self, unit, open_files)
+            if len(rows) >= FIRST_DOCUMENT_ROWS:
+                break
+        rows = rows[:FIRST_DOCUMENT_ROWS]
+        documents, _ = _valid_texts(rows)
+        tokens = len(encode_documents(tokenizer, documents, eot_id(tokenizer)))
+        return tokens * self.documents / max(len(rows), 1), len(rows)
+
+    # -- the order -----------------------------------------------------------------------------
+    def block(self, g: int) -> list[Unit]:
+        """The units of global block ``g``, in reading order."""
+        pass_, k = divmod(g, self.blocks_per_pass)
+        if self._order is None or self._order[0] != pass_:
+            order = np.random.default_rng([self.seed, 1, pass_]).permutation(len(self.units)) if self.shuffle else None
+            self._order = (pass_, order)
+        order = self._order[1]
+        picked = range(k * self.block_units, min((k + 1) * self.block_units, len(self.units)))
+        return [self.units[i if order is None else int(order[i])] for i in picked]
+
+    def block_permutation(self, g: int, rows: int) -> np.ndarray | None:
+        if not self.shuffle:
+            return None
+        pass_, k = divmod(g, self.blocks_per_pass)
+        return np.random.default_rng([self.seed, 2, pass_, k]).permutation(rows)
+
+    def where(self, unit: Unit) -> str:
+        file_index, start, stop, _ = unit
+        part = f"row group {start}" if stop < 0 else f"bytes {start:,}-{stop:,}"
+        return f"{self.files[file_index]} {part}"
+
+    def reader(self, index: int, readers: int, seq_len: int, tokenizer_path: str | Path, state: dict | None = None) -> GeneralReader:
+        return GeneralReader(self, index, readers, seq_len, tokenizer_path, state)
 
 
-def open_general_pool(pool: GeneralPool, *, readers: int, seed: int, shuffle: bool) -> GeneralStream:
-    """Open the pool the way ``load_dataset(..., streaming=True)`` does, check it, and split it for ``readers``."""
+def initial_state(index: int, readers: int) -> dict:
+    """Reader ``index`` of ``readers`` at the start of the run: blocks index, index + readers, …"""
+    return {"reader": index, "todo": [[index, 0, 0]], "fresh": [0, index, readers, 1], "documents": 0, "skipped": {}}
+
+
+def _fresh(state: dict, j: int) -> int:
+    base, lane, stride, _ = state["fresh"]
+    return base + lane + j * stride
+
+
+def _next_block(state: dict) -> dict:
+    """The position after the segment in progress: the next unfinished segment, or the next fresh block."""
+    todo, fresh = state["todo"][1:], list(state["fresh"])
+    if not todo:
+        todo = [[_fresh(state, fresh[3]), 0, 0]]
+        fresh[3] += 1
+    return {**state, "todo": todo, "fresh": fresh}
+
+
+def _at(state: dict, g: int, document: int, tokens: int = 0) -> dict:
+    return {**state, "todo": [[g, document, tokens], *state["todo"][1:]]}
+
+
+def rebalance(states: list[dict], readers: int) -> list[dict]:
+    """The positions of ``readers`` new readers that together read exactly what ``states`` had left.
+
+    Every unfinished segment goes to one new reader, whole (documents and tokens already packed stay
+    skipped); so does every block an old reader had not started below the furthest block any had
+    started; blocks from there on are dealt out afresh. Document and skip counts are kept in total.
+    """
+    frontier = max(_fresh(state, state["fresh"][3]) for state in states)
+    segments = []
+    for state in states:
+        segments += [list(segment) for segment in state["todo"]]
+        j = state["fresh"][3]
+        while _fresh(state, j) < frontier:
+            segments.append([_fresh(state, j), 0, 0])
+            j += 1
+    segments.sort()
+    skipped: dict[str, int] = {}
+    for state in states:
+        for reason, n in state["skipped"].items():
+            skipped[reason] = skipped.get(reason, 0) + n
+    new = []
+    for i in range(readers):
+        mine = segments[i::readers]
+        fresh = [frontier, i, readers, 0]
+        state = {"reader": i, "todo": mine, "fresh": fresh, "documents": 0, "skipped": {}}
+        new.append(state if mine else _next_block({**state, "todo": [None]}))
+    new[0]["documents"] = sum(state["documents"] for state in states)
+    new[0]["skipped"] = skipped
+    return new
+
+
+def open_general_pool(pool: GeneralPool, *, seed: int, shuffle: bool) -> GeneralStream:
+    """Resolve the pool's files the way ``load_dataset`` does, index their units and check the first document."""
     from datasets import load_dataset_builder  # imported here: it takes a second, pure-aviation runs skip it
 
     source = pool.describe()
-    if pool.ready_sequences < 1 or min(pool.shuffle_buffer, pool.retry_attempts, pool.retry_delay) < 0:
+    if pool.ready_sequences < 1 or min(pool.shuffle_block, pool.retry_attempts, pool.retry_delay) < 0:
         raise FlightMindError(
-            f"data.general: ready_sequences ({pool.ready_sequences}) must be at least 1; shuffle_buffer "
-            f"({pool.shuffle_buffer}), retry_attempts ({pool.retry_attempts}) and retry_delay ({pool.retry_delay}) at least 0"
+            f"data.general: ready_sequences ({pool.ready_sequences}) must be at least 1; shuffle_block "
+            f"({pool.shuffle_block}), retry_attempts ({pool.retry_attempts}) and retry_delay ({pool.retry_delay}) at least 0"
         )
     try:
         builder = load_dataset_builder(pool.path, pool.name, data_files=pool.data_files, revision=pool.revision)
@@ -186,53 +353,49 @@ def open_general_pool(pool: GeneralPool, *, readers: int, seed: int, shuffle: bo
             f"cannot open the general pool {source} ({type(e).__name__}: {e}); check data.general.path and "
             "data.general.name, the network, or point data.general at a local copy (path: parquet, data_files: [...])"
         ) from None
-    files = list((builder.config.data_files or {}).get(pool.split, []))
-    for file in files:
+    data_files = builder.config.data_files or {}
+    if pool.split not in data_files:
+        raise FlightMindError(
+            f"general pool {source}: Bad split: {pool.split}. Available splits: {sorted(data_files)}; set data.general.split"
+        )
+    files = [str(file) for file in data_files[pool.split]]
+    builder_name = type(builder).__module__.rsplit(".", 1)[-1]
+    kinds = [_kind(file, builder_name) for file in files]
+    for file, kind in zip(files, kinds):
+        if kind not in ("parquet", "json") or (kind == "json" and _is_remote(file)):
+            raise FlightMindError(
+                f"general pool file {file}: only parquet files (local or remote) and local uncompressed JSON lines "
+                "can be read by position; convert it, or download and decompress it first"
+            )
         _check_local_file(file, pool.text_column)
     try:
-        dataset = builder.as_streaming_dataset(split=pool.split)
-    except StopIteration:  # the json builder reads the first file to learn the columns
-        raise FlightMindError(f"the general pool {source} yields no documents: its first file is empty") from None
-    except ValueError as e:
-        raise FlightMindError(f"general pool {source}: {e}; set data.general.split") from None
-    columns = dataset.column_names
-    if columns is not None and pool.text_column not in columns:
-        raise FlightMindError(
-            f"the general pool {source} has no column {pool.text_column!r} (columns: {', '.join(columns)}): "
-            "set data.general.text_column"
-        )
-    dataset = dataset.select_columns([pool.text_column])
-    _check_first_document(dataset, pool.text_column, source)
-
-    dataset = dataset.reshard()  # parquet: one shard per row group; a resume re-reads at most one
-    strategy = "shards" if dataset.num_shards >= readers else "examples"
-    if strategy == "examples" and readers > 1:
-        log.warning(
-            f"general pool {source}: {dataset.num_shards} shard(s) for {readers} readers (ranks × workers): every reader "
-            f"reads all of them and keeps one document in {readers}; use more files or fewer data.num_workers"
-        )
-    shuffle_buffer = pool.shuffle_buffer if shuffle else 0
-    layout = {"readers": readers, "shards": dataset.num_shards, "strategy": strategy, "shuffle_buffer": shuffle_buffer, "seed": seed}
-    return GeneralStream(
-        dataset=dataset,
-        source=source,
-        text_column=pool.text_column,
-        readers=readers,
-        strategy=strategy,
-        shuffle_buffer=shuffle_buffer,
-        seed=seed,
-        ready_sequences=pool.ready_sequences,
-        retry_attempts=pool.retry_attempts,
-        retry_delay=pool.retry_delay,
-        layout=layout,
+        with ThreadPoolExecutor(max_workers=16) as threads:  # one footer request per remote file
+            units = [unit for found in threads.map(_units_of, range(len(files)), files, kinds) for unit in found]
+    except FlightMindError:
+        raise
+    except Exception as e:
+        raise FlightMindError(f"cannot index the general pool {source} ({type(e).__name__}: {e})") from None
+    if not units:
+        raise FlightMindError(f"the general pool {source} yields no documents: check data.general.data_files and split")
+    rows = sum(unit[3] for unit in units)
+    block_units = max(1, min(len(units), round(pool.shuffle_block * len(units) / max(rows, 1))))
+    fingerprint = hashlib.sha1(repr([("/".join(Path(f).parts[-2:]), kinds[i]) for i, f in enumerate(files)] + units).encode())
+    layout = {"units": len(units), "documents": rows, "fingerprint": fingerprint.hexdigest()[:16],
+              "block_units": block_units, "shuffle": shuffle, "seed": seed}
+    stream = GeneralStream(
+        source=source, files=files, units=units, text_column=pool.text_column, shuffle=shuffle, seed=seed,
+        block_units=block_units, ready_sequences=pool.ready_sequences, retry_attempts=pool.retry_attempts,
+        retry_delay=pool.retry_delay, layout=layout,
     )
+    _check_first_document(stream)
+    return stream
 
 
 def _check_local_file(file: str, text_column: str) -> None:
     """A local parquet or JSON-lines file must have the text column (a later file would fail mid-run)."""
     path = Path(str(file))
     if not path.is_file():
-        return  # a remote file: the dataset's columns are checked instead
+        return  # a remote file: its rows are checked instead
     suffixes = "".join(path.suffixes).lower()
     if ".parquet" in suffixes:
         import pyarrow.parquet as pq
@@ -256,30 +419,34 @@ def _first_json_keys(path: Path) -> list[str] | None:
         for raw in file:
             if raw.strip():
                 try:
-                    return list(parse_json_object(raw))
+                    return list(parse_json_object(raw.removeprefix(UTF8_BOM)))
                 except BadLine:
-                    return None  # not JSON lines; datasets reports what it makes of it
+                    return None  # not JSON lines; reading says what it makes of it
     return None
 
 
-def _check_first_document(dataset, text_column: str, source: str) -> None:
+def _check_first_document(stream: GeneralStream) -> None:
     skipped = SkipCounts()
+    open_files: OrderedDict = OrderedDict()
     try:
-        for row_number, row in enumerate(dataset, start=1):
-            try:
-                document_text(row, text_column)
-                return
-            except BadLine as bad:
-                skipped.add(bad.reason)
-            if row_number >= FIRST_DOCUMENT_ROWS:
-                break
+        for unit in stream.units:
+            for row in read_unit(stream, unit, open_files):
+                documents, bad = _valid_texts([row])
+                if documents:
+                    return
+                skipped.merge(bad)
+                if skipped.total >= FIRST_DOCUMENT_ROWS:
+                    break
+            else:
+                continue
+            break
     except Exception as e:
-        raise FlightMindError(f"cannot read the general pool {source} ({type(e).__name__}: {e})") from None
+        raise FlightMindError(f"cannot read the general pool {stream.source} ({type(e).__name__}: {e})") from None
     reasons = ", ".join(f"{reason} {n}" for reason, n in skipped.as_dict().items() if n)
     if not skipped.total:
-        raise FlightMindError(f"the general pool {source} yields no documents: check data.general.data_files and split")
+        raise FlightMindError(f"the general pool {stream.source} yields no documents: check data.general.data_files and split")
     raise FlightMindError(
-        f"the general pool {source} yields no usable text in column {text_column!r} in its first "
+        f"the general pool {stream.source} yields no usable text in column {stream.text_column!r} in its first "
         f"{skipped.total:,} rows (skipped: {reasons}); check data.general.text_column"
     )
 
@@ -288,183 +455,151 @@ def _check_first_document(dataset, text_column: str, source: str) -> None:
 # One reader
 
 
-class ShuffleBuffer:
-    """Documents in, documents out in random order: once ``size`` are held, each new one takes the
-    place of a random one held, which leaves. ``drain`` empties it at the end of a pass."""
-
-    def __init__(self, size: int, rng: np.random.Generator) -> None:
-        self.size, self.rng, self.held = size, rng, []
-
-    def push(self, documents: list[str]) -> list[str]:
-        room = self.size - len(self.held)
-        self.held += documents[:room]
-        out = []
-        for document, slot in zip(documents[room:], self.rng.integers(self.size, size=max(0, len(documents) - room))):
-            out.append(self.held[slot])
-            self.held[slot] = document
-        return out
-
-    def drain(self) -> list[str]:
-        out = [self.held[i] for i in self.rng.permutation(len(self.held))]
-        self.held = []
-        return out
-
-
 class PendingReads:
-    """Reads not yet tokenized, as (documents, skipped, stream state), gathered until they hold
-    ``TOKENIZE_CHARS`` of text."""
+    """Reads not yet tokenized, as (documents, skipped, position after, tokens to drop, pass), gathered
+    until they hold ``TOKENIZE_CHARS`` of text."""
 
     def __init__(self) -> None:
-        self.reads: list[tuple[list[str], SkipCounts, dict]] = []
+        self.reads: list[tuple[list[str], SkipCounts, dict, int, int]] = []
         self.characters = 0
 
-    def add(self, documents: list[str], skipped: SkipCounts, stream_state: dict) -> bool:
+    def add(self, documents: list[str], skipped: SkipCounts, after: dict, drop: int, pass_: int) -> bool:
         """Keep one read; True once enough text is gathered to tokenize."""
-        self.reads.append((documents, skipped, stream_state))
+        self.reads.append((documents, skipped, after, drop, pass_))
         self.characters += sum(map(len, documents))
         return self.characters >= TOKENIZE_CHARS
 
-    def take(self) -> list[tuple[list[str], SkipCounts, dict]]:
+    def take(self) -> list[tuple[list[str], SkipCounts, dict, int, int]]:
         reads, self.reads, self.characters = self.reads, [], 0
         return reads
 
 
 @dataclass
 class ReadBatch:
-    epoch: int
-    tokens: np.ndarray  # uint16: each document's ids, then <|endoftext|>
+    epoch: int  # the pass of the block read
+    tokens: np.ndarray  # uint16: each document's ids, then <|endoftext|> (less the tokens a resume drops)
     documents: int
     skipped: SkipCounts
-    stream_state: dict  # the datasets stream state after this batch
+    after: dict  # the reader's position after this batch
 
 
 class GeneralReader:
-    """One reader's share of the pool as an endless iterator of ``seq_len + 1``-token windows (uint16).
+    """One reader's blocks as an endless iterator of ``seq_len + 1``-token windows (uint16).
 
     ``state_dict()`` is the position of the next window; a reader built with it continues there.
     """
 
     def __init__(
-        self, stream: GeneralStream, index: int, seq_len: int, tokenizer_path: str | Path, state: dict | None = None
+        self, stream: GeneralStream, index: int, readers: int, seq_len: int, tokenizer_path: str | Path, state: dict | None = None
     ) -> None:
-        if not 0 <= index < stream.readers:
-            raise ValueError(f"reader {index} of {stream.readers}")
+        if not 0 <= index < readers:
+            raise ValueError(f"reader {index} of {readers}")
         self.stream = stream
         self.index = index
+        self.readers = readers
         self.seq_len = seq_len
         self.tokenizer_path = str(tokenizer_path)
-        start = state or {"reader": index, "epoch": 0, "stream": None, "skip": 0, "documents": 0, "skipped": {}}
+        start = state or initial_state(index, readers)
         if start["reader"] != index:
             raise ValueError(f"the position of reader {start['reader']} given to reader {index}")
         self._start = start
-        # (first token of a read batch, the reader state before it), oldest first
-        self._marks: deque[tuple[int, dict]] = deque([(0, {k: v for k, v in start.items() if k != "skip"})])
-        self._next = int(start["skip"])  # token index (from the start position) of the next window
+        # (first token of a read batch, the reader position before it), oldest first
+        self._marks: deque[tuple[int, dict]] = deque([(0, start)])
+        self._next = 0  # token index (from the start position) of the next window
 
     # -- position ------------------------------------------------------------------------------
     def state_dict(self) -> dict:
         first, state = self._marks[0]
-        skip = self._next - first
-        if skip and self.stream.shuffle_buffer and len(self._marks) > 1:
-            # The batch would not come back (its documents came out of the buffer): restart after it.
-            first, state = self._marks[1]
-            skip = 0
-        return {**state, "skip": skip}
+        g, document, tokens = state["todo"][0]
+        return _at(state, g, document, tokens + self._next - first)
 
     # -- reading -------------------------------------------------------------------------------
     def batches(self) -> Iterator[ReadBatch]:
-        """The reader's documents, shuffled and tokenized, one read batch at a time, pass after pass."""
-        from datasets.distributed import split_dataset_by_node
-
-        _reset_fsspec_lock()
+        """The reader's documents, in block order, tokenized, one read batch at a time, pass after pass."""
         tokenizer = load_tokenizer(self.tokenizer_path)
         eot = eot_id(tokenizer)
         stream = self.stream
-        epoch, stream_state = int(self._start["epoch"]), self._start["stream"]
-        whole_pass = stream_state is None
-        documents_this_pass = 0
-        failures = 0
-        buffer = self._shuffle_buffer(epoch)
+        state = self._start
         pending = PendingReads()
+        open_files: OrderedDict = OrderedDict()
+        barren = 0  # blocks in a row without a usable document
         while True:
-            part = split_dataset_by_node(stream.dataset, rank=self.index, world_size=stream.readers, strategy=stream.strategy)
-            part.set_epoch(epoch)
-            if stream_state is not None:
-                part.load_state_dict(stream_state)
-            try:
-                for rows in part.iter(batch_size=DOCUMENTS_PER_READ):
-                    failures = 0
-                    stream_state = part.state_dict()
-                    documents, skipped = _valid_texts(rows[stream.text_column])
-                    documents_this_pass += len(documents)
-                    if buffer is not None:
-                        documents = buffer.push(documents)
-                    if pending.add(documents, skipped, stream_state):
-                        yield from self._tokenize(tokenizer, eot, epoch, pending.take())
-            except Exception as error:
-                if not is_transient(error):
-                    raise
-                failures += 1
-                where = f"reader {self.index} of {stream.readers}, epoch {epoch}, {stream_position(stream_state)}"
-                if failures > stream.retry_attempts:
-                    raise FlightMindError(
-                        f"the general pool {stream.source} failed {_times(failures)} at {where} "
-                        f"({type(error).__name__}: {error}); training stopped and the last checkpoint is intact: "
-                        "fix the source or the network and resume with --ckpt_path last"
-                    ) from None
-                delay = stream.retry_delay * 2 ** (failures - 1)
-                log.warning(
-                    f"general pool {stream.source}: {type(error).__name__}: {error} at {where}; "
-                    f"retry {failures} of {stream.retry_attempts} in {delay:g} s"
-                )
-                time.sleep(delay)
-                continue
-            if whole_pass and documents_this_pass == 0:
+            g, first, drop = state["todo"][0]
+            rows = self.read_block(g, open_files)
+            useful = False
+            for start in range(first, len(rows), DOCUMENTS_PER_READ):
+                stop = start + DOCUMENTS_PER_READ
+                documents, skipped = _valid_texts(rows[start:stop])
+                useful = useful or bool(documents)
+                after = _at(state, g, stop) if stop < len(rows) else _next_block(state)
+                if pending.add(documents, skipped, after, drop if start == first else 0, g // stream.blocks_per_pass):
+                    yield from self._tokenize(tokenizer, eot, pending.take())
+            barren = 0 if useful else barren + 1
+            if barren > stream.blocks_per_pass:
                 raise FlightMindError(
-                    f"reader {self.index} of {stream.readers} (ranks × workers) got no usable document from the general "
-                    f"pool {stream.source} in a whole pass: the pool has too few documents or shards for this many readers; "
-                    "lower data.num_workers or add files"
+                    f"reader {self.index} of {self.readers} (ranks × workers) found no usable document in "
+                    f"{barren:,} blocks of the general pool {stream.source}: check its text column and files"
                 )
-            if buffer is not None:
-                # What the buffer held, in reads of the usual size: no single long tokenization
-                # stalls the other workers, which wait for this one's turn.
-                held = buffer.drain()
-                for start in range(0, len(held), DOCUMENTS_PER_READ):
-                    if pending.add(held[start : start + DOCUMENTS_PER_READ], SkipCounts(), stream_state):
-                        yield from self._tokenize(tokenizer, eot, epoch, pending.take())
-            yield from self._tokenize(tokenizer, eot, epoch, pending.take())
-            epoch, stream_state, whole_pass, documents_this_pass = epoch + 1, None, True, 0
-            buffer = self._shuffle_buffer(epoch)
+            state = _next_block(state)
 
-    def _shuffle_buffer(self, epoch: int) -> ShuffleBuffer | None:
-        if not self.stream.shuffle_buffer:
-            return None
-        return ShuffleBuffer(self.stream.shuffle_buffer, np.random.default_rng([self.stream.seed, self.index, epoch]))
+    def read_block(self, g: int, open_files: OrderedDict | None = None) -> list:
+        """The rows of global block ``g`` in reading order (a failing unit retried)."""
+        open_files = OrderedDict() if open_files is None else open_files
+        stream = self.stream
+        rows = []
+        for unit in stream.block(g):
+            failures = 0
+            while True:
+                try:
+                    rows += read_unit(stream, unit, open_files)
+                    break
+                except Exception as error:
+                    if not is_transient(error):
+                        raise
+                    open_files.pop(unit[0], None)  # reopen the file on retry
+                    failures += 1
+                    where = f"reader {self.index} of {self.readers}, pass {g // stream.blocks_per_pass}, block {g}, {stream.where(unit)}"
+                    if failures > stream.retry_attempts:
+                        raise FlightMindError(
+                            f"the general pool {stream.source} failed {_times(failures)} at {where} "
+                            f"({type(error).__name__}: {error}); training stopped and the last checkpoint is intact: "
+                            "fix the source or the network and resume with --ckpt_path last"
+                        ) from None
+                    delay = stream.retry_delay * 2 ** (failures - 1)
+                    log.warning(
+                        f"general pool {stream.source}: {type(error).__name__}: {error} at {where}; "
+                        f"retry {failures} of {stream.retry_attempts} in {delay:g} s"
+                    )
+                    time.sleep(delay)
+        order = stream.block_permutation(g, len(rows))
+        return rows if order is None else [rows[i] for i in order]
 
-    @classmethod
-    def _tokenize(cls, tokenizer, eot: int, epoch: int, reads: list) -> Iterator[ReadBatch]:
+    def _tokenize(self, tokenizer, eot: int, reads: list) -> Iterator[ReadBatch]:
         """Several reads tokenized in one call, then each read's tokens as its own batch."""
-        texts = [text for documents, _, _ in reads for text in documents]
+        texts = [text for documents, *_ in reads for text in documents]
         try:
             tokens = encode_documents(tokenizer, texts, eot)
             ends = np.flatnonzero(tokens == eot)  # the separator after each document
         except Exception:
             ends = None
         if ends is None or len(ends) != len(texts):  # a text the tokenizer rejects, or one holding <|endoftext|>
-            for documents, skipped, stream_state in reads:
-                yield cls._batch(tokenizer, eot, epoch, documents, skipped, stream_state)
-            return
-        start = documents_so_far = 0
-        for documents, skipped, stream_state in reads:
-            documents_so_far += len(documents)
-            end = int(ends[documents_so_far - 1]) + 1 if documents_so_far else 0
-            yield ReadBatch(epoch, tokens[start:end], len(documents), skipped, stream_state)
-            start = end
+            pieces = [self._encode_one_read(tokenizer, eot, documents, skipped) for documents, skipped, *_ in reads]
+        else:
+            pieces, start, documents_so_far = [], 0, 0
+            for documents, skipped, *_ in reads:
+                documents_so_far += len(documents)
+                end = int(ends[documents_so_far - 1]) + 1 if documents_so_far else 0
+                pieces.append((tokens[start:end], len(documents), skipped))
+                start = end
+        for (piece, documents, skipped), (_, _, after, drop, pass_) in zip(pieces, reads):
+            if drop > len(piece):
+                raise RuntimeError(f"a saved position skips {drop} tokens of a read of {len(piece)}")
+            yield ReadBatch(pass_, piece[drop:], documents, skipped, after)
 
     @staticmethod
-    def _batch(tokenizer, eot: int, epoch: int, documents: list[str], skipped: SkipCounts, stream_state: dict) -> ReadBatch:
+    def _encode_one_read(tokenizer, eot: int, documents: list[str], skipped: SkipCounts) -> tuple[np.ndarray, int, SkipCounts]:
         try:
-            return ReadBatch(epoch, encode_documents(tokenizer, documents, eot), len(documents), skipped, stream_state)
+            return encode_documents(tokenizer, documents, eot), len(documents), skipped
         except Exception:  # the Rust tokenizer rejected a text: find it, keep the others
             pass
         pieces = []
@@ -474,7 +609,7 @@ class GeneralReader:
             except Exception:
                 skipped.add("tokenize_error")
         tokens = np.concatenate(pieces) if pieces else np.empty(0, dtype=TOKEN_DTYPE)
-        return ReadBatch(epoch, tokens, len(pieces), skipped, stream_state)
+        return tokens, len(pieces), skipped
 
     # -- packing -------------------------------------------------------------------------------
     def __iter__(self) -> Iterator[np.ndarray]:
@@ -482,15 +617,12 @@ class GeneralReader:
         batches = self.batches()
         read = self._marks[-1][0]  # tokens read so far, counted from the start position
         buffer, buffer_start = np.empty(0, dtype=TOKEN_DTYPE), 0
+        ahead = span  # the first fill: one window (one tokenization call) and the first batch goes out
         while True:
             if read - self._next < span:
-                # Keep the unused tail; right after a resume the next window may lie beyond what was read.
-                if self._next <= read:
-                    pieces, new_start = [buffer[self._next - buffer_start :]], self._next
-                else:
-                    pieces, new_start = [], read
-                # Enough for ready_sequences windows: each needs seq_len tokens beyond the first.
-                while read - self._next < self.stream.ready_sequences * self.seq_len + 1:
+                pieces, new_start = [buffer[self._next - buffer_start :]], self._next  # keep the unused tail
+                # Then enough for ready_sequences windows: each needs seq_len tokens beyond the first.
+                while read - self._next < ahead:
                     batch = next(batches)
                     pieces.append(batch.tokens)
                     read += len(batch.tokens)
@@ -499,10 +631,10 @@ class GeneralReader:
                     for reason, n in batch.skipped.by_reason.items():
                         skipped[reason] = skipped.get(reason, 0) + n
                     self._marks.append(
-                        (read, {"reader": self.index, "epoch": batch.epoch, "stream": batch.stream_state,
-                                "documents": before["documents"] + batch.documents, "skipped": skipped})
+                        (read, {**batch.after, "documents": before["documents"] + batch.documents, "skipped": skipped})
                     )
                 buffer, buffer_start = np.concatenate(pieces), new_start
+                ahead = self.stream.ready_sequences * self.seq_len + 1
             offset = self._next - buffer_start
             window = buffer[offset : offset + span]
             self._next += self.seq_len
@@ -511,28 +643,24 @@ class GeneralReader:
             yield window
 
 
+def _count(n: int, thing: str) -> str:
+    return f"{n:,} {thing}" + ("" if n == 1 else "s")
+
+
 def _times(n: int) -> str:
     return "once" if n == 1 else f"{n} times in a row"
 
 
-def _valid_texts(texts: list) -> tuple[list[str], SkipCounts]:
+def _valid_texts(rows: list) -> tuple[list[str], SkipCounts]:
     """The texts ``prepare`` would keep, and the others counted by reason."""
     skipped = SkipCounts()
     valid = []
-    for text in texts:
+    for row in rows:
+        if isinstance(row, BadLine):
+            skipped.add(row.reason)
+            continue
         try:
-            valid.append(document_text({"text": text}, "text"))
+            valid.append(document_text({"text": row}, "text"))
         except BadLine as bad:
             skipped.add(bad.reason)
     return valid, skipped
-
-
-def _reset_fsspec_lock() -> None:
-    # What datasets does in its own DataLoader workers: a forked child must not wait on the
-    # parent's fsspec event-loop lock.
-    try:
-        import fsspec.asyn
-
-        fsspec.asyn.reset_lock()
-    except (ImportError, AttributeError):
-        pass

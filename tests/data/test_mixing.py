@@ -1,6 +1,9 @@
 """Aviation and general sequences mixed at an exact ratio, in micro-batches that resume exactly."""
 
 import itertools
+from pathlib import Path
+import json
+from collections import Counter
 
 import lightning as L
 import numpy as np
@@ -52,8 +55,7 @@ def general_file(prepared_dir):
 
 
 def loader(prepared_dir, aviation, general_file, *, ratio, workers=0, length=50, world_size=1, rank=0):
-    readers = world_size * max(1, workers)
-    stream = open_general_pool(GeneralPool(path="json", data_files=general_file), readers=readers, seed=3, shuffle=False)
+    stream = open_general_pool(GeneralPool(path="json", data_files=general_file, shuffle_block=40), seed=3, shuffle=False)
     data = MixedBatches(
         aviation, stream, prepared_dir / "tokenizer.json", length=length, batch_size=8, ratio=exact_ratio(ratio),
         seed=3, shuffle=False, rank=rank, world_size=world_size, workers=workers,
@@ -65,7 +67,7 @@ def loader(prepared_dir, aviation, general_file, *, ratio, workers=0, length=50,
 def test_the_loader_mixes_exactly_the_planned_sequences(prepared_dir, aviation_shard, general_file, ratio):
     mixed = loader(prepared_dir, aviation_shard, general_file, ratio=ratio, length=400)  # 3,200 sequences
     stream = mixed.dataset.general
-    expected_general = iter(stream.reader(0, SEQ_LEN, prepared_dir / "tokenizer.json"))
+    expected_general = iter(stream.reader(0, 1, SEQ_LEN, prepared_dir / "tokenizer.json"))
     k = 0
     for batch in mixed:
         assert batch.shape == (8, SEQ_LEN + 1) and batch.dtype == torch.int64
@@ -100,11 +102,71 @@ def test_a_restored_loader_continues_with_the_same_batches(prepared_dir, aviatio
         assert torch.equal(a, b), f"micro-batch {i} differs"
 
 
+# ---------------------------------------------------------------------------------------------
+# Resuming on another number of ranks or workers
+
+
+def run_ranks(prepared_dir, aviation, general_file, monkeypatch, *, world_size, workers, batches, state=None):
+    """Every rank's loader (in this process), resumed from ``state``, for ``batches`` micro-batches:
+    (rows of all ranks, the checkpoint's loader state as rank 0 would write it)."""
+    loaders = [
+        loader(prepared_dir, aviation, general_file, ratio=0.3, workers=workers, world_size=world_size, rank=rank, length=40)
+        for rank in range(world_size)
+    ]
+    rows = []
+    for mixed in loaders:
+        if state is not None:
+            mixed.load_state_dict(state)
+        rows += [row for batch in itertools.islice(mixed, batches) for row in batch.clone()]
+    monkeypatch.setattr("flightmind.data.mixing._gather", lambda value, world_size: [value])  # one rank at a time here
+    states = [mixed.state_dict() for mixed in loaders]
+    return rows, {**states[0], "readers": [s["readers"][0] for s in states]}
+
+
+@pytest.mark.parametrize("before, after", [((1, 2), (1, 0)), ((1, 0), (1, 2)), ((2, 0), (1, 0)), ((1, 0), (2, 0))])
+def test_a_loader_resumed_on_another_layout_repeats_and_skips_nothing(
+    prepared_dir, aviation_shard, demo_tagged_texts, tmp_path, monkeypatch, before, after
+):
+    from flightmind.contracts import eot_id, load_tokenizer
+    from flightmind.data.documents import iter_documents
+    from flightmind.data.prepare import encode_documents
+    from flightmind.data.streaming import rebalance
+
+    # The demo corpus in blocks of 20 lines: the run stays inside pass 0.
+    general_file = str(tmp_path / "general.jsonl")
+    Path(general_file).write_text("".join(json.dumps({"text": t}) + "\n" for t in demo_tagged_texts))
+    monkeypatch.setattr("flightmind.data.streaming.JSON_LINES_PER_UNIT", 20)
+    (w0, k0), (w1, k1) = before, after
+    first, state = run_ranks(prepared_dir, aviation_shard, general_file, monkeypatch, world_size=w0, workers=k0, batches=12)
+    assert state["micro_batches"] == 12 and state["aviation_next"] == w0 * aviation_count(96, exact_ratio(0.3))
+    second, final = run_ranks(prepared_dir, aviation_shard, general_file, monkeypatch, world_size=w1, workers=k1, batches=10, state=state)
+    assert final["micro_batches"] == 22 and final["aviation_base"] == state["aviation_next"]
+    rows = first + second
+
+    # Aviation: global stream positions 0 … A-1 exactly (no shuffling: window p mod 50), whatever the ranks.
+    aviation = Counter(int(row[0]) for row in rows if row[0] >= AVIATION_BASE)
+    positions = final["aviation_next"]
+    assert sum(aviation.values()) == positions
+    assert aviation == Counter(int(aviation_shard[p % 50][0]) for p in range(positions))
+
+    # General: what the windows consumed plus what the readers have left of pass 0 is pass 0, each token once.
+    tokenizer_path = prepared_dir / "tokenizer.json"
+    consumed = Counter(t for row in rows if row[0] < AVIATION_BASE for t in row[:-1].tolist())
+    states = [s for rank in final["readers"] for s in rank]
+    stream = open_general_pool(GeneralPool(path="json", data_files=general_file, shuffle_block=40), seed=3, shuffle=False)
+    [rest] = rebalance(states, 1)
+    for batch in itertools.takewhile(lambda b: b.epoch == 0, stream.reader(0, 1, SEQ_LEN, tokenizer_path, rest).batches()):
+        consumed.update(batch.tokens.tolist())
+    tokenizer = load_tokenizer(tokenizer_path)
+    texts = [document.text for document in iter_documents(general_file)]
+    assert consumed == Counter(encode_documents(tokenizer, texts, eot_id(tokenizer)).tolist())
+
+
 def test_a_position_from_another_layout_is_refused(prepared_dir, aviation_shard, general_file):
     saved = loader(prepared_dir, aviation_shard, general_file, ratio=0.3, workers=0)
     next(iter(saved))
     other = loader(prepared_dir, aviation_shard, general_file, ratio=0.5, workers=0)
-    with pytest.raises(FlightMindError, match=r"aviation_ratio '3/10' → '1/2'.*resume with the devices, data\.num_workers"):
+    with pytest.raises(FlightMindError, match=r"aviation_ratio '3/10' → '1/2'.*resume with the data\.aviation_ratio"):
         other.load_state_dict(saved.state_dict())
 
 
@@ -118,20 +180,19 @@ def test_switching_between_pure_and_mixed_data_on_resume_is_refused(prepared_dir
 
 
 def test_an_error_in_a_worker_reaches_the_main_process_as_one_clear_message(prepared_dir, aviation_shard, general_file, monkeypatch):
-    from datasets import IterableDataset as HFIterableDataset
-
-    def unreachable(self, *args, **kwargs):
-        raise ConnectionError("network is unreachable")
-        yield
-
-    monkeypatch.setattr(HFIterableDataset, "iter", unreachable)  # the forked workers inherit it
     mixed = loader(prepared_dir, aviation_shard, general_file, ratio=0.3, workers=2)
+
+    def unreachable(*args):
+        raise ConnectionError("network is unreachable")
+
+    monkeypatch.setattr("flightmind.data.streaming.read_unit", unreachable)  # the forked workers inherit it
     mixed.dataset.general.retry_attempts = 0
     with pytest.raises(FlightMindError) as failure:
         next(iter(mixed))
     message = str(failure.value)
     assert message.startswith("the general pool json (train) from ") and "Traceback" not in message
-    assert "failed once at reader 0 of 2, epoch 0, stream at its start (ConnectionError: network is unreachable)" in message
+    assert "failed once at reader 0 of 2, pass 0, block 0, " in message
+    assert "(ConnectionError: network is unreachable)" in message
 
 
 def test_without_a_general_pool_or_at_ratio_one_nothing_is_streamed(prepared_dir, tmp_path):

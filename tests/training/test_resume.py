@@ -8,6 +8,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from flightmind.model import GPTConfig
 from flightmind.training.optimizer import OptimizerSettings
 from flightmind.data.datamodule import PretrainDataModule
+from flightmind.data.mixing import aviation_count, exact_ratio
 from flightmind.errors import FlightMindError
 from flightmind.training.callbacks import FinalCheckpoint
 from flightmind.training.pretrain import PretrainModule
@@ -32,14 +33,14 @@ class StepRecorder(L.Callback):
                     self.steps.append(step)
 
 
-def run(prepared_dir, ckpt_dir, ckpt_path=None, depth=2, num_workers=0, callbacks=(), **data_kwargs):
+def run(prepared_dir, ckpt_dir, ckpt_path=None, depth=2, num_workers=0, callbacks=(), accumulate=2, batch_size=4, **data_kwargs):
     torch.manual_seed(0)
     recorder = StepRecorder()
     trainer = L.Trainer(
         accelerator="cpu",
         precision="32-true",
         max_steps=MAX_STEPS,
-        accumulate_grad_batches=2,
+        accumulate_grad_batches=accumulate,
         gradient_clip_val=1.0,
         val_check_interval=8,
         check_val_every_n_epoch=None,
@@ -63,7 +64,7 @@ def run(prepared_dir, ckpt_dir, ckpt_path=None, depth=2, num_workers=0, callback
         ],
     )
     module = PretrainModule(shape=GPTConfig(depth=depth, vocab_size=1024, max_seq_len=64), optimizer=OptimizerSettings(max_lr=1e-3, warmup_steps=2))
-    data = PretrainDataModule(prepared_dir, seq_len=64, batch_size=4, num_workers=num_workers, seed=7, **data_kwargs)
+    data = PretrainDataModule(prepared_dir, seq_len=64, batch_size=batch_size, num_workers=num_workers, seed=7, **data_kwargs)
     trainer.fit(module, data, ckpt_path=ckpt_path)
     return recorder.steps, trainer
 
@@ -112,12 +113,14 @@ def general_pool(prepared_dir):
     path = prepared_dir.parent / "corpus" / "general" / "python_stdlib_docstrings.jsonl"
     if not path.is_file():
         pytest.skip("this Python ships no standard-library sources, so the demo corpus has no general part")
-    return {"path": "json", "data_files": str(path), "ready_sequences": 8}
+    return {"path": "json", "data_files": str(path), "ready_sequences": 8, "shuffle_block": 20}
 
 
 @pytest.mark.parametrize("num_workers", [0, 2])
-def test_a_resumed_mixed_run_matches_the_uninterrupted_run(prepared_dir, general_pool, tmp_path, num_workers):
-    mixed = dict(num_workers=num_workers, shuffle=False, aviation_ratio=0.3, general=general_pool)
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_a_resumed_mixed_run_matches_the_uninterrupted_run(prepared_dir, general_pool, tmp_path, num_workers, shuffle, monkeypatch):
+    monkeypatch.setattr("flightmind.data.streaming.JSON_LINES_PER_UNIT", 10)  # blocks of 20 documents: several per pass
+    mixed = dict(num_workers=num_workers, shuffle=shuffle, aviation_ratio=0.3, general=general_pool)
     full, _ = run(prepared_dir, tmp_path / "full", **mixed)
     assert [s for s, _, _ in full] == list(range(1, MAX_STEPS + 1))
     position = torch.load(tmp_path / "full" / "step_4.ckpt", weights_only=True)["loops"]["fit_loop"]["state_dict"]
@@ -135,28 +138,41 @@ def test_a_resumed_mixed_run_matches_the_uninterrupted_run(prepared_dir, general
 
 
 def test_a_stream_that_keeps_failing_stops_the_run_and_leaves_the_last_checkpoint(prepared_dir, general_pool, tmp_path, monkeypatch):
-    from datasets import IterableDataset as HFIterableDataset
+    from flightmind.data import streaming
 
-    original = HFIterableDataset.iter
+    original = streaming.read_unit
     network_down = []
 
-    def iter_(self, *args, **kwargs):
-        for rows in original(self, *args, **kwargs):
-            if network_down:
-                raise ConnectionError("network is unreachable")
-            yield rows
+    def read_unit(*args):
+        if network_down:
+            raise ConnectionError("network is unreachable")
+        return original(*args)
 
     class CutNetworkAfterStep4(L.Callback):
         def on_train_batch_start(self, trainer, *args):
             if trainer.global_step >= 4:
                 network_down.append(True)
 
-    monkeypatch.setattr(HFIterableDataset, "iter", iter_)
-    monkeypatch.setattr("flightmind.data.streaming.DOCUMENTS_PER_READ", 1)  # read often,
+    monkeypatch.setattr(streaming, "read_unit", read_unit)
+    monkeypatch.setattr("flightmind.data.streaming.JSON_LINES_PER_UNIT", 1)  # units of one document,
+    monkeypatch.setattr("flightmind.data.streaming.DOCUMENTS_PER_READ", 1)  # read one at a time,
     monkeypatch.setattr("flightmind.data.streaming.TOKENIZE_CHARS", 1)  # and no further than needed
     monkeypatch.setattr("flightmind.data.streaming.time.sleep", lambda seconds: None)
-    pool = {**general_pool, "ready_sequences": 1, "retry_attempts": 2}
+    pool = {**general_pool, "ready_sequences": 1, "retry_attempts": 2, "shuffle_block": 0}
     with pytest.raises(FlightMindError, match=r"failed 3 times in a row at reader 0 of 1.*last checkpoint is intact"):
         run(prepared_dir, tmp_path, shuffle=False, aviation_ratio=0.3, general=pool, callbacks=[CutNetworkAfterStep4()])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt", "step_4.ckpt"]
     assert torch.load(tmp_path / "last.ckpt", weights_only=True)["global_step"] == 4
+
+
+def test_a_mixed_run_resumes_with_another_micro_batch_and_accumulation(prepared_dir, general_pool, tmp_path, monkeypatch):
+    # 4 × 2 sequences per step saved, 8 × 1 resumed: the same tokens per step, made another way.
+    monkeypatch.setattr("flightmind.data.streaming.JSON_LINES_PER_UNIT", 10)
+    mixed = dict(shuffle=True, aviation_ratio=0.3, general=general_pool)
+    run(prepared_dir, tmp_path / "full", **mixed)
+    resumed, trainer = run(prepared_dir, tmp_path / "resumed", ckpt_path=tmp_path / "full" / "step_4.ckpt", accumulate=1, batch_size=8, **mixed)
+    assert trainer.global_step == MAX_STEPS
+    assert [s for s, _, _ in resumed] == list(range(5, MAX_STEPS + 1))
+    [state] = torch.load(tmp_path / "resumed" / "final.ckpt", weights_only=True)["loops"]["fit_loop"]["state_dict"]["combined_loader"]
+    assert state["micro_batches"] == MAX_STEPS and state["sequence_base"] == 4 * 8
+    assert state["aviation_next"] == 9 + (aviation_count(64, exact_ratio(0.3)) - aviation_count(32, exact_ratio(0.3)))  # 9 + 10
