@@ -15,12 +15,18 @@ from typing import Optional
 
 import lightning as L
 import yaml
+from lightning.fabric.plugins import CheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from flightmind.errors import FlightMindError
 from flightmind.training.callbacks import TokenThroughputMonitor, persistent_callbacks
+from flightmind.training.checkpoint_io import AtomicCheckpointIO
+from flightmind.training.checkpoints import StepCheckpoint, resolve_last
 from flightmind.training.samples import SampleGeneration
+from flightmind.training.settings import check_settings
+from flightmind.training.signals import SaveOnSignal
 
 # name → (module defining add_arguments/run, one-line help)
 TOOLS: dict[str, tuple[str, str]] = {
@@ -99,19 +105,21 @@ class FlightMindCLI(LightningCLI):
             default=None,
             help="In a config file: another config file (relative to this one) whose keys this file overrides.",
         )
-        # step_N every N optimizer steps (all kept) and last.ckpt for --ckpt_path last.
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        # step_N every N optimizer steps (the newest checkpoint.keep kept) and last.ckpt, a hard link
+        # to the newest, for --ckpt_path last.
+        parser.add_lightning_class_args(StepCheckpoint, "checkpoint")
         parser.set_defaults(
             {
                 "checkpoint.dirpath": "checkpoints",
                 "checkpoint.filename": "step_{step}",
                 "checkpoint.every_n_train_steps": 1000,
                 "checkpoint.save_top_k": -1,
-                "checkpoint.save_last": True,
                 "checkpoint.auto_insert_metric_name": False,
                 "checkpoint.enable_version_counter": False,
             }
         )
+        # SIGTERM/SIGINT: finish the optimizer step, save step_N, exit 143/130.
+        parser.add_lightning_class_args(SaveOnSignal, "signals")
         # best.ckpt: lowest validation loss, in the same directory.
         parser.add_lightning_class_args(ModelCheckpoint, "best_checkpoint")
         parser.set_defaults(
@@ -135,6 +143,9 @@ class FlightMindCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         trainer = config.trainer
+        check_settings(config, self.subcommand or "fit")  # before any data is built or streamed
+        if self.subcommand:
+            self._safe_loading(config)
         interval = val_check_interval(config.val_every_n_steps, trainer.accumulate_grad_batches)
         # A saved config.yaml holds the converted value: accept it when it agrees.
         if trainer.val_check_interval not in (None, interval):
@@ -148,6 +159,25 @@ class FlightMindCLI(LightningCLI):
             self.trainer_defaults["callbacks"] = [
                 c for c in self.trainer_defaults["callbacks"] if not isinstance(c, ProgressBar)
             ]
+
+    def _safe_loading(self, config) -> None:
+        # Lightning's fit/validate/test pass weights_only=None to torch.load, which then follows
+        # TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD; AtomicCheckpointIO loads with True whatever it is given.
+        if config.get("weights_only") is False:
+            raise FlightMindError(
+                "--weights_only false: FlightMind loads checkpoints with weights_only=True only (a pickle can run code)"
+            )
+        config.weights_only = True
+        if config.get("ckpt_path") == "last":
+            config.ckpt_path = resolve_last(config.checkpoint.dirpath or "checkpoints")
+
+    def instantiate_trainer(self, **kwargs):
+        # Every checkpoint is written and read by AtomicCheckpointIO, whatever trainer.plugins lists.
+        plugins = self._get(self.config_init, "trainer", default={}).get("plugins") or []
+        plugins = list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
+        if not any(isinstance(p, CheckpointIO) for p in plugins):
+            plugins.append(AtomicCheckpointIO())
+        return super().instantiate_trainer(plugins=plugins, **kwargs)
 
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
         if isinstance(args, dict):
@@ -228,6 +258,9 @@ def main(argv: list[str] | None = None) -> int:
             return run_tool(words[0], words[1:])
         lightning_cli(None if argv is None else words)
         return 0
+    except SIGTERMException:  # Lightning's own handler, before training started (SaveOnSignal's after)
+        print("flightmind: stopped by SIGTERM before training started; nothing to save", file=sys.stderr)
+        return 143
     except (FlightMindError, ValueError) as err:
         if (cause := user_error(err)) is None:
             raise
