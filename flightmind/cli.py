@@ -204,6 +204,8 @@ def lightning_cli(args: list[str] | None = None, run: bool = True, cli_class: ty
             "callbacks": persistent_callbacks(),
         },
         save_config_kwargs={"overwrite": True},
+        # A bad option raises argparse.ArgumentError, which main() prints as one line (not the usage).
+        parser_kwargs={"exit_on_error": False, **{name: {"exit_on_error": False} for name in LIGHTNING_COMMANDS}},
         args=args,  # None: sys.argv
         run=run,
     )
@@ -248,6 +250,17 @@ def user_error(err: BaseException) -> FlightMindError | None:
     return err
 
 
+def parse_error_line(err: argparse.ArgumentError) -> str:
+    """jsonargparse's nested, multi-line message as one line: the innermost key and what is wrong with it."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    keys = [i for i, line in enumerate(lines) if line.startswith('Parser key "') and i + 1 < len(lines)]
+    if keys:
+        i = keys[-1]
+        key = lines[i][len('Parser key "'):].rstrip('":')
+        return f"{key}: {lines[i + 1]}"
+    return " ".join(lines)[:300]
+
+
 def main(argv: list[str] | None = None) -> int:
     words = list(sys.argv[1:] if argv is None else argv)
     try:
@@ -258,6 +271,10 @@ def main(argv: list[str] | None = None) -> int:
             return run_tool(words[0], words[1:])
         lightning_cli(None if argv is None else words)
         return 0
+    except argparse.ArgumentError as err:
+        command = words[0] if words and words[0] in LIGHTNING_COMMANDS else "COMMAND"
+        print(f"flightmind: error: {parse_error_line(err)} (flightmind {command} --help lists the options)", file=sys.stderr)
+        return 2
     except SIGTERMException:  # Lightning's own handler, before training started (SaveOnSignal's after)
         print("flightmind: stopped by SIGTERM before training started; nothing to save", file=sys.stderr)
         return 143

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -50,6 +51,8 @@ def export(
 ) -> dict:
     """Write the merged model of ``ckpt`` to the directory ``out``; returns the written config."""
     safetensors = safetensors_torch()
+    if Path(out).exists() and not Path(out).is_dir():
+        raise FlightMindError(f"--out {out} is a file: name a directory (created if missing) for the exported model")
     if dtype not in DTYPES:
         raise FlightMindError(f"unknown dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
     checkpoint = read_checkpoint(ckpt)
@@ -67,10 +70,16 @@ def export(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / CONFIG_FILE).unlink(missing_ok=True)  # the directory is incomplete until the new one is written
-    replace_with(out / WEIGHTS_FILE, lambda tmp: safetensors.save_file(state, str(tmp), metadata={"format": "pt"}))
+    replace_with(out / WEIGHTS_FILE, lambda tmp: _save_safetensors(safetensors, state, tmp))
     save_tokenizer(tok, out / TOKENIZER_FILE)
     replace_with(out / CONFIG_FILE, lambda tmp: tmp.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8"))
     return config
+
+
+def _save_safetensors(safetensors, state: dict, tmp: Path) -> None:
+    mode = tmp.stat().st_mode & 0o777  # safetensors recreates the file 0600: keep the 0644 of the other files
+    safetensors.save_file(state, str(tmp), metadata={"format": "pt"})
+    os.chmod(tmp, mode)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -109,7 +109,7 @@ class PretrainDataModule(L.LightningDataModule):
             prepare(aviation, self.data_dir, val_fraction=0.02, extra_meta={"demo": True}, progress=False)
 
     def setup(self, stage: str) -> None:
-        from flightmind.contracts import read_meta
+        from flightmind.contracts import check_token_ids, read_meta
 
         if not (self.data_dir / "meta.json").is_file():
             hint = "set data.build_demo: true for the demo corpus, or " if not self.build_demo else ""
@@ -118,6 +118,7 @@ class PretrainDataModule(L.LightningDataModule):
                 f"`flightmind prepare --input YOUR.jsonl --out {self.data_dir}` first"
             )
         self.meta = read_meta(self.data_dir)
+        check_token_ids(self.data_dir, self.meta, self.tokenizer().get_vocab_size())
         if stage == "fit" and self.mixes and self.general_stream is None:
             trainer = self.trainer
             world_size = 1 if trainer is None else trainer.world_size

@@ -328,6 +328,12 @@ def _build_meta(
     return meta
 
 
+def _max_id(path: Path) -> int:
+    if path.stat().st_size == 0:
+        return -1
+    return int(np.memmap(path, dtype=TOKEN_DTYPE, mode="r").max())
+
+
 def _publish(out: Path, temporary: dict[str, Path], meta: dict) -> None:
     """Replace the old outputs with the complete new ones; meta.json goes last."""
     with open(temporary[META_FILE], "w", encoding="utf-8") as file:
@@ -413,6 +419,8 @@ def prepare(
                 os.fsync(file.fileno())
         _check_split_sizes(stats, val_fraction)
         meta = _build_meta(stats, bpe, seed, val_fraction, arguments, extra_meta)
+        # Training checks it against the tokenizer before step 1 (contracts.check_token_ids).
+        meta["max_token_id"] = max(_max_id(temporary[shard_path(out, split).name]) for split in SPLITS)
         _publish(out, temporary, meta)
     except OSError as e:
         raise FlightMindError(f"cannot write to {out}: {e.strerror or e}") from None

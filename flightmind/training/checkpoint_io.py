@@ -91,4 +91,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def load_checkpoint(self, path, map_location=None, weights_only: bool | None = None) -> dict[str, Any]:
         # weights_only is True whatever the caller or TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD says. No mmap:
         # the optimizer state is updated in place after loading.
-        return load_checkpoint_file(path, mmap=False, map_location=map_location or (lambda storage, loc: storage))
+        checkpoint = load_checkpoint_file(path, mmap=False, map_location=map_location or (lambda storage, loc: storage))
+        if "pytorch-lightning_version" not in checkpoint:
+            raise FlightMindError(
+                f"{path} holds no training state (it was not written by `flightmind fit`): --ckpt_path resumes a run; "
+                "to start from a model's weights, name it in model.init_args.base_checkpoint (fine-tuning)"
+            )
+        return checkpoint

@@ -13,6 +13,7 @@ from torchmetrics import SumMetric
 
 from flightmind.contracts import IGNORE_INDEX
 from flightmind.data.heldout import bits_per_byte
+from flightmind.errors import FlightMindError
 from flightmind.model import GPT, GPTConfig
 from flightmind.training.causal_lm import CausalLM
 from flightmind.training.guards import GuardSettings
@@ -50,6 +51,16 @@ class PretrainModule(CausalLM):
 
     def build_model(self) -> GPT:
         return GPT(self.config)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # durable (issue 11): a LoRA fine-tune's state has adapter weights pretraining cannot load.
+        if checkpoint.get("lora") is not None:
+            raise FlightMindError(
+                f"checkpoint {self._trainer.ckpt_path if self._trainer else ''} is a LoRA fine-tune: resume it with a "
+                "fine-tuning config (model.class_path flightmind.training.finetune.FinetuneModule), or pass a "
+                "pretraining checkpoint to --ckpt_path"
+            )
+        super().on_load_checkpoint(checkpoint)
 
     def loss(self, batch: torch.Tensor) -> torch.Tensor:
         """Mean next-token cross-entropy over a batch of windows (B, T+1)."""
