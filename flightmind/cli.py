@@ -18,6 +18,7 @@ import yaml
 from lightning.fabric.plugins import CheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities import rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from flightmind.errors import FlightMindError
@@ -168,6 +169,11 @@ class FlightMindCLI(LightningCLI):
                 "--weights_only false: FlightMind loads checkpoints with weights_only=True only (a pickle can run code)"
             )
         config.weights_only = True
+        if self.subcommand in ("validate", "test") and config.get("ckpt_path") is None:
+            rank_zero_warn(
+                f"NO CHECKPOINT: `flightmind {self.subcommand}` without --ckpt_path scores the model as configured, "
+                "with random weights that were never trained; pass --ckpt_path checkpoints/<run>/best.ckpt"
+            )
         if config.get("ckpt_path") == "last":
             config.ckpt_path = resolve_last(config.checkpoint.dirpath or "checkpoints")
 

@@ -37,6 +37,7 @@ class PretrainDataModule(L.LightningDataModule):
         seed: int = 1337,
         build_demo: bool = False,
         test_file: str | None = None,
+        test_strict: bool = False,
         aviation_ratio: float = 0.30,
         general: GeneralPool | None = None,
     ) -> None:
@@ -54,6 +55,8 @@ class PretrainDataModule(L.LightningDataModule):
                 (kept in ``data_dir/corpus``; its aviation files are prepared into the shards).
             test_file: held-out set for ``flightmind test``: JSONL (tokenized with ``data_dir``'s
                 tokenizer) or a packed ``.bin``; see ``flightmind.data.heldout``.
+            test_strict: stop at the first bad line of a JSONL ``test_file`` (naming file:line) instead of
+                skipping and counting bad lines as ``prepare`` does.
             aviation_ratio: the share of aviation sequences, exact over time; the rest comes from
                 ``general``. 1.0, or no ``general``, trains on aviation alone and streams nothing.
             general: the general pool, as ``datasets.load_dataset`` arguments (see ``GeneralPool``).
@@ -67,6 +70,7 @@ class PretrainDataModule(L.LightningDataModule):
         self.seed = seed
         self.build_demo = build_demo
         self.test_file = test_file
+        self.test_strict = test_strict
         self.aviation_ratio = exact_ratio(aviation_ratio)
         self.general = GeneralPool(**general) if isinstance(general, dict) else general
         self.meta: dict | None = None
@@ -178,7 +182,7 @@ class PretrainDataModule(L.LightningDataModule):
 
         if self.test_file is None:
             raise FlightMindError("set data.test_file (e.g. --data.init_args.test_file held_out.jsonl): a JSONL file or a packed .bin")
-        dataset = HeldOutDocuments(self.test_file, self.tokenizer(), self.seq_len)
+        dataset = HeldOutDocuments(self.test_file, self.tokenizer(), self.seq_len, strict=self.test_strict)
         sampler = RankShard(dataset, num_replicas=self.trainer.world_size, rank=self.trainer.global_rank, shuffle=False)
         return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, collate_fn=collate_windows)
 
