@@ -111,6 +111,7 @@ CASES = [
     ("fit: last all unreadable", lambda w: fit(w, "--ckpt_path", "last", "--checkpoint.dirpath", w["only_empty_last"]), "can be read"),
     ("fit: token ids beyond the vocabulary", lambda w: fit(w, "--data.init_args.data_dir", w["big_ids"]), "token id 5000"),
     ("validate: random ckpt", lambda w: ["validate", "-c", str(w["config"]), "--ckpt_path", str(w["random"])], "torch.save did not write"),
+    ("validate: code in ckpt", lambda w: ["validate", "-c", str(w["config"]), "--ckpt_path", str(w["evil"])], "weights_only=True"),
     ("test: code in ckpt", lambda w: ["test", "-c", str(w["config"]), "--ckpt_path", str(w["evil"]), "--data.init_args.test_file", str(w["held_out"])], "weights_only=True"),
     ("test: missing held-out file", lambda w: ["test", "-c", str(w["config"]), "--ckpt_path", str(w["trained"]), "--data.init_args.test_file", str(w["root"] / "nope.jsonl")], "does not exist"),
     # generate

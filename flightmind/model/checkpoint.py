@@ -123,9 +123,9 @@ def load_checkpoint_file(path: str | Path, *, mmap: bool = True, map_location=No
     try:
         checkpoint = torch.load(path, map_location=map_location or "cpu", weights_only=True, mmap=mmap)
     except Exception as e:  # a truncated zip, a pickle with foreign objects, not a checkpoint at all
-        raise FlightMindError(f"cannot load checkpoint {path}: {unreadable_reason(path, e)}") from None
+        raise FlightMindError(f"cannot read checkpoint {path}: {unreadable_reason(path, e)}") from None
     if not isinstance(checkpoint, dict):
-        raise FlightMindError(f"{path} holds a {type(checkpoint).__name__}, not a checkpoint written by `flightmind fit`")
+        raise FlightMindError(f"{path} is not a FlightMind checkpoint: it holds a {type(checkpoint).__name__}, not what `flightmind fit` writes")
     return checkpoint
 
 
