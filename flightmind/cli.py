@@ -232,10 +232,17 @@ def instantiate_config(*args: str):
     return cli.model, cli.datamodule, cli.config_init.trainer
 
 
+class ToolParser(argparse.ArgumentParser):
+    """argparse, its errors one line (main prints them) instead of the usage and a second line."""
+
+    def error(self, message: str):
+        raise FlightMindError(f"{message} ({self.prog} --help lists the options)")
+
+
 def run_tool(name: str, argv: list[str]) -> int:
     module_name, help_text = TOOLS[name]
     module = importlib.import_module(module_name)
-    parser = argparse.ArgumentParser(prog=f"flightmind {name}", description=help_text)
+    parser = ToolParser(prog=f"flightmind {name}", description=help_text)
     module.add_arguments(parser)
     return int(module.run(parser.parse_args(argv)) or 0)
 

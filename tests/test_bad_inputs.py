@@ -122,6 +122,8 @@ CASES = [
     ("generate: not a dict", lambda w: tool("generate", "--ckpt", w["list"], "--prompt", "x"), "holds a list"),
     ("generate: malformed tokenizer", lambda w: tool("generate", "--ckpt", w["bad_tokenizer"], "--prompt", "x"), "tokenizer it carries cannot be read"),
     ("generate: malformed model_config", lambda w: tool("generate", "--ckpt", w["bad_config"], "--prompt", "x"), "model_config is malformed"),
+    ("generate: no --prompt", lambda w: tool("generate", "--ckpt", w["trained"]), "the following arguments are required: --prompt"),
+    ("generate: --top-k not a number", lambda w: tool("generate", "--ckpt", w["trained"], "--prompt", "x", "--top-k", "many"), "argument --top-k: invalid int value"),
     ("generate: --device bogus", lambda w: tool("generate", "--ckpt", w["trained"], "--prompt", "x", "--device", "bogus"), "--device bogus"),
     ("generate: --device cuda without CUDA", lambda w: tool("generate", "--ckpt", w["trained"], "--prompt", "x", "--device", "cuda"), "--device cuda"),
     ("generate: --temperature nan", lambda w: tool("generate", "--ckpt", w["trained"], "--prompt", "x", "--temperature", "nan"), "--temperature"),
