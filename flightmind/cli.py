@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
 from pathlib import Path
 from typing import Optional
@@ -263,15 +264,26 @@ def user_error(err: BaseException) -> FlightMindError | None:
     return err
 
 
+PARSE_NOISE = ("Does not validate", "Subtypes:", "Errors:", "Given value", "- Expected a <class 'NoneType'>", "- Problem with")
+
+
 def parse_error_line(err: argparse.ArgumentError) -> str:
-    """jsonargparse's nested, multi-line message as one line: the innermost key and what is wrong with it."""
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    keys = [i for i, line in enumerate(lines) if line.startswith('Parser key "') and i + 1 < len(lines)]
-    if keys:
-        i = keys[-1]
-        key = lines[i][len('Parser key "'):].rstrip('":')
-        return f"{key}: {lines[i + 1]}"
-    return " ".join(lines)[:300]
+    """jsonargparse's nested, multi-line message as one line: the key and the innermost reason."""
+    keys, reasons = [], []
+    for line in (line.strip() for line in str(err).splitlines()):
+        if match := re.match(r'Parser key "([^"]+)":\s*(.*)', line):
+            keys.append(match.group(1))
+            line = match.group(2)
+        if line and not line.startswith(PARSE_NOISE):
+            reasons.append(line)
+    reason = reasons[0] if reasons else " ".join(str(err).split())[:300]
+    if not keys:
+        return reason
+    # A class's own arguments (model, data) sit under init_args in the config.
+    key = keys[0] if len(keys) == 1 else f"{keys[0]}.init_args.{keys[-1]}"
+    if len(keys) == 1 and "class_path" in str(err) and keys[0] in ("model", "data"):
+        key += ".init_args"
+    return f"{key}: {reason}"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -83,8 +83,9 @@ def tool(name, *more):
 CASES = [
     # settings, refused before anything is built
     ("negative max_lr", lambda w: fit(w, "--model.init_args.optimizer.max_lr", "-1"), "optimizer.max_lr=-1"),
-    ("nan max_lr", lambda w: fit(w, "--model.init_args.optimizer.max_lr", "nan"), "optimizer.max_lr: Expected a <class 'float'>"),
+    ("nan max_lr", lambda w: fit(w, "--model.init_args.optimizer.max_lr", "nan"), "model.init_args.optimizer.max_lr: Expected a <class 'float'>"),
     ("unknown option", lambda w: fit(w, "--trainer.max_stepz", "3"), "unrecognized arguments: --trainer.max_stepz"),
+    ("unknown model option", lambda w: fit(w, "--model.init_args.eps", "1e-6"), "model.init_args: Option 'eps' is not accepted"),
     ("max_steps not a number", lambda w: fit(w, "--trainer.max_steps", "abc"), "trainer.max_steps: Expected a <class 'int'>"),
     ("missing config file", lambda w: ["fit", "-c", str(w["root"] / "nope.yaml")], "does not exist"),
     ("min_lr above max_lr", lambda w: fit(w, "--model.init_args.optimizer.min_lr", "0.1"), "at most model.init_args.optimizer.max_lr"),

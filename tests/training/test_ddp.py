@@ -31,7 +31,7 @@ def fit_args(data_dir: Path, micro_batch: int, devices: int) -> list[str]:
         # AdamW's first update is lr·g/(|g| + eps): for the few gradient elements near eps (≈ 5e-9 here,
         # sums that nearly cancel), summing in another order changes g by a few percent and the weight by
         # up to 3e-5 with eps 1e-8. eps 1e-6 keeps the update a smooth function of the gradient.
-        "--model.init_args.eps", "1e-6",
+        "--model.init_args.optimizer.eps", "1e-6",
         "--trainer.max_steps", str(STEPS), "--trainer.accumulate_grad_batches", str(ACCUMULATE),
         "--trainer.devices", str(devices), "--trainer.strategy", "ddp" if devices > 1 else "auto",
         "--checkpoint.dirpath", "checkpoints/ddp", "--checkpoint.every_n_train_steps", "1",
