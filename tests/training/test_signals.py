@@ -56,11 +56,13 @@ def test_a_signal_mid_step_saves_that_step_exits_nonzero_and_the_resume_is_loss_
 
 
 @pytest.mark.slow
-def test_sigterm_to_flightmind_fit_exits_143_with_a_checkpoint_that_last_resumes(prepared_dir, tmp_path):
+@pytest.mark.parametrize("devices", [1, 2], ids=["one process", "DDP, SIGTERM to rank 0 only"])
+def test_sigterm_to_flightmind_fit_exits_143_with_a_checkpoint_that_last_resumes(prepared_dir, tmp_path, devices):
     config = tiny_config(tmp_path / "tiny.yaml", prepared_dir, tmp_path / "ckpts", max_steps=400, every=1000, shuffle=False)
+    ddp = ["--trainer.devices", "2", "--trainer.strategy", "ddp"] if devices == 2 else []
     env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
     child = subprocess.Popen(
-        [sys.executable, "-m", "flightmind.cli", "fit", "-c", str(config)],
+        [sys.executable, "-m", "flightmind.cli", "fit", "-c", str(config), *ddp],
         cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
     for line in child.stderr:  # training has started
@@ -78,7 +80,7 @@ def test_sigterm_to_flightmind_fit_exits_143_with_a_checkpoint_that_last_resumes
     assert torch.load(tmp_path / "ckpts" / "last.ckpt", weights_only=True)["global_step"] == step
     result = subprocess.run(
         [sys.executable, "-m", "flightmind.cli", "fit", "-c", str(config), "--ckpt_path", "last",
-         "--trainer.max_steps", str(step + 2)],
+         "--trainer.max_steps", str(step + 2), *ddp],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
