@@ -75,8 +75,16 @@ class StepCheckpoint(ModelCheckpoint):
                 rank_zero_info(f"removed {len(removed)} unfinished checkpoint file(s) of an interrupted save in {self.dirpath}")
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.is_global_zero and self.dirpath:
-            self.check_disk(trainer, pl_module)
+        super().on_train_start(trainer, pl_module)
+        refusal = None
+        if trainer.is_global_zero and self.dirpath:  # rank 0 writes the checkpoints
+            try:
+                self.check_disk(trainer, pl_module)
+            except FlightMindError as e:
+                refusal = str(e)
+        refusal = trainer.strategy.broadcast(refusal, src=0)  # every rank stops, none waits for the others
+        if refusal:
+            raise FlightMindError(refusal)
 
     def checkpoints_kept(self, trainer: L.Trainer) -> int:
         """How many full checkpoint files the run holds at once (last is a link)."""

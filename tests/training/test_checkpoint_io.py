@@ -16,7 +16,7 @@ import torch
 from flightmind.atomic import TEMP_SUFFIX, remove_leftovers
 from flightmind.errors import FlightMindError
 from flightmind.model.checkpoint import load_checkpoint_file
-from flightmind.training.checkpoint_io import AtomicCheckpointIO, save_atomically
+from flightmind.training.checkpoint_io import AtomicCheckpointIO
 
 REPO = Path(__file__).resolve().parents[2]
 

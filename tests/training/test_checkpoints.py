@@ -96,3 +96,13 @@ def test_the_disk_check_refuses_when_one_checkpoint_cannot_fit_and_warns_when_al
     monkeypatch.setattr(checkpoints, "free_bytes", lambda directory: size * 3)
     with pytest.warns(UserWarning, match=r"will need about .* \(8 files of .*checkpoint.keep=5"):
         callback.check_disk(Trainer(), module)
+
+
+@pytest.mark.slow
+def test_a_run_whose_checkpoint_cannot_fit_on_the_disk_stops_before_step_1(prepared_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(checkpoints, "free_bytes", lambda directory: 1000)
+    trainer = durable_trainer(tmp_path / "ckpts", max_steps=4, every=1)
+    module, data = tiny_module_and_data(prepared_dir)
+    with pytest.raises(FlightMindError, match=r"not enough disk for even one checkpoint in .*ckpts: each takes about .* MB \(weights \+ AdamW state\), 0.0 MB are free"):
+        trainer.fit(module, data)
+    assert trainer.global_step == 0 and not list((tmp_path / "ckpts").glob("*.ckpt"))
