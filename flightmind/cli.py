@@ -23,6 +23,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from flightmind.errors import FlightMindError
+from flightmind.model.checkpoint import load_checkpoint_file
 from flightmind.training.callbacks import TokenThroughputMonitor, persistent_callbacks
 from flightmind.training.checkpoint_io import AtomicCheckpointIO
 from flightmind.training.checkpoints import StepCheckpoint, resolve_last
@@ -177,6 +178,10 @@ class FlightMindCLI(LightningCLI):
             )
         if config.get("ckpt_path") == "last":
             config.ckpt_path = resolve_last(config.checkpoint.dirpath or "checkpoints")
+        elif config.get("ckpt_path") not in (None, "best", "hpc", "registry"):
+            # FSDP reads a full checkpoint with its own unpickler, not through AtomicCheckpointIO:
+            # whatever the strategy, the file must first pass a weights-only load.
+            load_checkpoint_file(config.ckpt_path, mmap=True)
 
     def instantiate_trainer(self, **kwargs):
         # Every checkpoint is written and read by AtomicCheckpointIO, whatever trainer.plugins lists.

@@ -16,10 +16,12 @@ from tests.training.tiny import durable_trainer, tiny_module_and_data
 @pytest.mark.slow
 def test_retention_keeps_the_newest_5_step_checkpoints_and_last_is_a_hard_link_to_the_newest(prepared_dir, tmp_path):
     ckpts = tmp_path / "ckpts"
+    ckpts.mkdir()
+    (ckpts / ".step_9.ckpt.x1y2.fmtmp").write_bytes(b"PK\x03\x04 the unfinished save of a killed run")
     trainer = durable_trainer(ckpts, max_steps=8, every=1, keep=5)
     module, data = tiny_module_and_data(prepared_dir)
     trainer.fit(module, data)
-    names = sorted(p.name for p in ckpts.iterdir())
+    names = sorted(p.name for p in ckpts.iterdir())  # the leftover is gone too
     assert names == ["final.ckpt", "last.ckpt"] + [f"step_{n}.ckpt" for n in range(4, 9)]
     last, newest = ckpts / "last.ckpt", ckpts / "step_8.ckpt"
     # StepCheckpoint._link_checkpoint replaces Lightning's symbolic link: this fails if the hook is renamed.
