@@ -9,18 +9,27 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
 from pathlib import Path
 from typing import Optional
 
 import lightning as L
 import yaml
+from lightning.fabric.plugins import CheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from flightmind.errors import FlightMindError
+from flightmind.model.checkpoint import load_checkpoint_file
 from flightmind.training.callbacks import TokenThroughputMonitor, persistent_callbacks
+from flightmind.training.checkpoint_io import AtomicCheckpointIO
+from flightmind.training.checkpoints import StepCheckpoint, resolve_last
 from flightmind.training.samples import SampleGeneration
+from flightmind.training.settings import check_settings
+from flightmind.training.signals import SaveOnSignal
 
 # name → (module defining add_arguments/run, one-line help)
 TOOLS: dict[str, tuple[str, str]] = {
@@ -101,19 +110,21 @@ class FlightMindCLI(LightningCLI):
             default=None,
             help="In a config file: another config file (relative to this one) whose keys this file overrides.",
         )
-        # step_N every N optimizer steps (all kept) and last.ckpt for --ckpt_path last.
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        # step_N every N optimizer steps (the newest checkpoint.keep kept) and last.ckpt, a hard link
+        # to the newest, for --ckpt_path last.
+        parser.add_lightning_class_args(StepCheckpoint, "checkpoint")
         parser.set_defaults(
             {
                 "checkpoint.dirpath": "checkpoints",
                 "checkpoint.filename": "step_{step}",
                 "checkpoint.every_n_train_steps": 1000,
                 "checkpoint.save_top_k": -1,
-                "checkpoint.save_last": True,
                 "checkpoint.auto_insert_metric_name": False,
                 "checkpoint.enable_version_counter": False,
             }
         )
+        # SIGTERM/SIGINT: finish the optimizer step, save step_N, exit 143/130.
+        parser.add_lightning_class_args(SaveOnSignal, "signals")
         # best.ckpt: lowest validation loss, in the same directory.
         parser.add_lightning_class_args(ModelCheckpoint, "best_checkpoint")
         parser.set_defaults(
@@ -141,6 +152,9 @@ class FlightMindCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         trainer = config.trainer
+        check_settings(config, self.subcommand or "fit")  # before any data is built or streamed
+        if self.subcommand:
+            self._safe_loading(config)
         interval = val_check_interval(config.val_every_n_steps, trainer.accumulate_grad_batches)
         # A saved config.yaml holds the converted value: accept it when it agrees.
         if trainer.val_check_interval not in (None, interval):
@@ -174,6 +188,34 @@ class FlightMindCLI(LightningCLI):
         rank_zero_info(f"memory plan: peak {gib(plan.peak)} per device, {gib(plan.with_margin)} with margin, of "
                        f"{gib(memory)} (flightmind plan -c … for the parts)")
 
+    def _safe_loading(self, config) -> None:
+        # Lightning's fit/validate/test pass weights_only=None to torch.load, which then follows
+        # TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD; AtomicCheckpointIO loads with True whatever it is given.
+        if config.get("weights_only") is False:
+            raise FlightMindError(
+                "--weights_only false: FlightMind loads checkpoints with weights_only=True only (a pickle can run code)"
+            )
+        config.weights_only = True
+        if self.subcommand in ("validate", "test") and config.get("ckpt_path") is None:
+            rank_zero_warn(
+                f"NO CHECKPOINT: `flightmind {self.subcommand}` without --ckpt_path scores the model as configured, "
+                "with random weights that were never trained; pass --ckpt_path checkpoints/<run>/best.ckpt"
+            )
+        if config.get("ckpt_path") == "last":
+            config.ckpt_path = resolve_last(config.checkpoint.dirpath or "checkpoints")
+        elif config.get("ckpt_path") not in (None, "best", "hpc", "registry"):
+            # FSDP reads a full checkpoint with its own unpickler, not through AtomicCheckpointIO:
+            # whatever the strategy, the file must first pass a weights-only load.
+            load_checkpoint_file(config.ckpt_path, mmap=True)
+
+    def instantiate_trainer(self, **kwargs):
+        # Every checkpoint is written and read by AtomicCheckpointIO, whatever trainer.plugins lists.
+        plugins = self._get(self.config_init, "trainer", default={}).get("plugins") or []
+        plugins = list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
+        if not any(isinstance(p, CheckpointIO) for p in plugins):
+            plugins.append(AtomicCheckpointIO())
+        return super().instantiate_trainer(plugins=plugins, **kwargs)
+
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
         if isinstance(args, dict):
             return super().parse_arguments(parser, args)
@@ -201,6 +243,8 @@ def lightning_cli(args: list[str] | None = None, run: bool = True, cli_class: ty
             "callbacks": persistent_callbacks(),
         },
         save_config_kwargs={"overwrite": True},
+        # A bad option raises argparse.ArgumentError, which main() prints as one line (not the usage).
+        parser_kwargs={"exit_on_error": False, **{name: {"exit_on_error": False} for name in LIGHTNING_COMMANDS}},
         args=args,  # None: sys.argv
         run=run,
     )
@@ -221,10 +265,17 @@ def instantiate_config(*args: str):
     return cli.model, cli.datamodule, cli.config_init.trainer
 
 
+class ToolParser(argparse.ArgumentParser):
+    """argparse, its errors one line (main prints them) instead of the usage and a second line."""
+
+    def error(self, message: str):
+        raise FlightMindError(f"{message} ({self.prog} --help lists the options)")
+
+
 def run_tool(name: str, argv: list[str]) -> int:
     module_name, help_text = TOOLS[name]
     module = importlib.import_module(module_name)
-    parser = argparse.ArgumentParser(prog=f"flightmind {name}", description=help_text)
+    parser = ToolParser(prog=f"flightmind {name}", description=help_text)
     module.add_arguments(parser)
     return int(module.run(parser.parse_args(argv)) or 0)
 
@@ -245,6 +296,28 @@ def user_error(err: BaseException) -> FlightMindError | None:
     return err
 
 
+PARSE_NOISE = ("Does not validate", "Subtypes:", "Errors:", "Given value", "- Expected a <class 'NoneType'>", "- Problem with")
+
+
+def parse_error_line(err: argparse.ArgumentError) -> str:
+    """jsonargparse's nested, multi-line message as one line: the key and the innermost reason."""
+    keys, reasons = [], []
+    for line in (line.strip() for line in str(err).splitlines()):
+        if match := re.match(r'Parser key "([^"]+)":\s*(.*)', line):
+            keys.append(match.group(1))
+            line = match.group(2)
+        if line and not line.startswith(PARSE_NOISE):
+            reasons.append(line)
+    reason = reasons[0] if reasons else " ".join(str(err).split())[:300]
+    if not keys:
+        return reason
+    # A class's own arguments (model, data) sit under init_args in the config.
+    key = keys[0] if len(keys) == 1 else f"{keys[0]}.init_args.{keys[-1]}"
+    if len(keys) == 1 and "class_path" in str(err) and keys[0] in ("model", "data"):
+        key += ".init_args"
+    return f"{key}: {reason}"
+
+
 def main(argv: list[str] | None = None) -> int:
     words = list(sys.argv[1:] if argv is None else argv)
     try:
@@ -255,6 +328,13 @@ def main(argv: list[str] | None = None) -> int:
             return run_tool(words[0], words[1:])
         lightning_cli(None if argv is None else words)
         return 0
+    except argparse.ArgumentError as err:
+        command = words[0] if words and words[0] in LIGHTNING_COMMANDS else "COMMAND"
+        print(f"flightmind: error: {parse_error_line(err)} (flightmind {command} --help lists the options)", file=sys.stderr)
+        return 2
+    except SIGTERMException:  # Lightning's own handler, before training started (SaveOnSignal's after)
+        print("flightmind: stopped by SIGTERM before training started; nothing to save", file=sys.stderr)
+        return 143
     except (FlightMindError, ValueError) as err:
         if (cause := user_error(err)) is None:
             raise

@@ -69,6 +69,31 @@ def open_shard(directory: str | Path, split: str) -> np.ndarray:
     return np.memmap(path, dtype=TOKEN_DTYPE, mode="r")
 
 
+def shard_max_token_id(directory: str | Path, split: str) -> int:
+    """The largest id in a shard (-1 when empty): one sequential pass over a memory map."""
+    tokens = open_shard(directory, split)
+    return int(tokens.max()) if len(tokens) else -1
+
+
+def check_token_ids(directory: str | Path, meta: dict, vocab_size: int) -> None:
+    """Every id in the shards names a token of the directory's tokenizer (``vocab_size`` tokens).
+
+    ``prepare`` records ``max_token_id``; a meta.json from before it is checked by scanning the shards."""
+    directory = Path(directory)
+    recorded = meta.get("max_token_id")
+    if recorded is not None:
+        found = {f"{directory} (meta.json's max_token_id)": recorded}
+    else:
+        found = {str(shard_path(directory, split)): shard_max_token_id(directory, split) for split in SPLITS}
+    for where, largest in found.items():
+        if largest >= vocab_size:
+            raise FlightMindError(
+                f"{where} holds token id {largest} but the tokenizer {directory / TOKENIZER_FILE} has {vocab_size:,} "
+                f"tokens: the shards were prepared with another tokenizer or were changed; rerun "
+                f"`flightmind prepare --out {directory}`"
+            )
+
+
 # -- the tokenizer -------------------------------------------------------------------------------
 def check_tokenizer(tokenizer: Tokenizer, source: str | Path) -> Tokenizer:
     """A FlightMind tokenizer: every special token a single token, at most MAX_VOCAB_SIZE ids."""

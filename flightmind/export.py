@@ -73,6 +73,8 @@ def export(
         gguf_module()
     else:
         safetensors_torch()
+    if format != "gguf" and Path(out).exists() and not Path(out).is_dir():
+        raise FlightMindError(f"--out {out} is a file: name a directory (created if missing) for the exported model")
     saved = read_saved(ckpt)
     tok = trained_tokenizer(saved, tokenizer)
     model = build_model(saved)

@@ -4,6 +4,7 @@ model ``fit`` or ``export`` wrote (decoding itself is flightmind/model/generate.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 
@@ -46,17 +47,35 @@ def _check_arguments(args: argparse.Namespace) -> None:
         raise FlightMindError(f"--max-new-tokens must be at least 1, not {args.max_new_tokens}")
     if args.system is not None and not args.chat:
         raise FlightMindError("--system sets the system turn of --chat: add --chat, or drop --system")
-    if args.temperature < 0:
-        raise FlightMindError(f"--temperature must be 0 (greedy) or more, not {args.temperature}")
+    if not math.isfinite(args.temperature) or args.temperature < 0:
+        raise FlightMindError(f"--temperature must be a finite number, 0 (greedy) or more, not {args.temperature}")
     if args.top_k is not None and args.top_k < 1:
         raise FlightMindError(f"--top-k must be at least 1, not {args.top_k}")
     if args.top_p is not None and not 0 < args.top_p <= 1:
         raise FlightMindError(f"--top-p must be in (0, 1], not {args.top_p}")
 
 
+def chosen_device(name: str | None) -> torch.device:
+    """``--device``, checked against what this machine and this torch build have."""
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise FlightMindError(f"--device {name} is not a device: use cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise FlightMindError(f"--device {name}: no CUDA GPU is usable here (torch {torch.__version__}): use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise FlightMindError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA GPU(s), numbered from 0")
+    elif device.type != "cpu":
+        raise FlightMindError(f"--device {name}: flightmind generate runs on cpu or cuda")
+    return device
+
+
 def run(args: argparse.Namespace) -> int:
     _check_arguments(args)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = chosen_device(args.device)
     model, tokenizer = load_trained(args.ckpt, tokenizer=args.tokenizer, device=device)
     generator = None if args.seed is None else torch.Generator(device).manual_seed(args.seed)
 

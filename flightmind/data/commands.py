@@ -217,6 +217,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.n < 1:
         raise FlightMindError(f"--n must be at least 1, got {args.n}")
+    if Path(args.out).is_dir():
+        raise FlightMindError(f"--out {args.out} is a directory: name the JSONL file to write, e.g. {Path(args.out) / 'commands.jsonl'}")
     counts = write_commands(args.out, args.n, args.seed)
     per_category = ", ".join(f"{category} {counts[category]:,}" for category in CATEGORIES)
     print(f"wrote {args.n:,} commands to {args.out} ({per_category})")

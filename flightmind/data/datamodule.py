@@ -39,6 +39,7 @@ class PretrainDataModule(L.LightningDataModule):
         seed: int = 1337,
         build_demo: bool = False,
         test_file: str | None = None,
+        test_strict: bool = False,
         aviation_ratio: float = 0.30,
         general: GeneralPool | None = None,
     ) -> None:
@@ -55,6 +56,8 @@ class PretrainDataModule(L.LightningDataModule):
                 (kept in ``data_dir/corpus``; its aviation files are prepared into the shards).
             test_file: held-out set for ``flightmind test``: JSONL (tokenized with ``data_dir``'s
                 tokenizer) or a packed ``.bin``; see ``flightmind.data.heldout``.
+            test_strict: stop at the first bad line of a JSONL ``test_file`` (naming file:line) instead of
+                skipping and counting bad lines as ``prepare`` does.
             aviation_ratio: the share of aviation sequences, exact over time; the rest comes from
                 ``general``. 1.0, or no ``general``, trains on aviation alone and streams nothing.
             general: the general pool, as ``datasets.load_dataset`` arguments (see ``GeneralPool``).
@@ -68,6 +71,7 @@ class PretrainDataModule(L.LightningDataModule):
         self.seed = seed
         self.build_demo = build_demo
         self.test_file = test_file
+        self.test_strict = test_strict
         self.aviation_ratio = exact_ratio(aviation_ratio)
         self.general = GeneralPool(**general) if isinstance(general, dict) else general
         self.meta: dict | None = None
@@ -110,7 +114,7 @@ class PretrainDataModule(L.LightningDataModule):
             prepare(aviation, self.data_dir, val_fraction=0.02, extra_meta={"demo": True}, progress=False)
 
     def setup(self, stage: str) -> None:
-        from flightmind.contracts import read_meta
+        from flightmind.contracts import check_token_ids, read_meta
 
         if not (self.data_dir / "meta.json").is_file():
             hint = "set data.build_demo: true for the demo corpus, or " if not self.build_demo else ""
@@ -119,6 +123,7 @@ class PretrainDataModule(L.LightningDataModule):
                 f"`flightmind prepare --input YOUR.jsonl --out {self.data_dir}` first"
             )
         self.meta = read_meta(self.data_dir)
+        check_token_ids(self.data_dir, self.meta, self.tokenizer().get_vocab_size())
         trainer = self.trainer
         if stage == "fit" and self.mixes and self.general_stream is None:
             self.general_stream = self._open_general_pool()
@@ -220,7 +225,7 @@ class PretrainDataModule(L.LightningDataModule):
 
         if self.test_file is None:
             raise FlightMindError("set data.test_file (e.g. --data.init_args.test_file held_out.jsonl): a JSONL file or a packed .bin")
-        dataset = HeldOutDocuments(self.test_file, self.tokenizer(), self.seq_len)
+        dataset = HeldOutDocuments(self.test_file, self.tokenizer(), self.seq_len, strict=self.test_strict)
         sampler = RankShard(dataset, num_replicas=self.trainer.world_size, rank=self.trainer.global_rank, shuffle=False)
         return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, collate_fn=collate_windows)
 

@@ -24,17 +24,29 @@ from pathlib import Path
 import numpy as np
 import torch
 from tokenizers import Tokenizer
+from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import Dataset, DistributedSampler
 
-from flightmind.data.documents import iter_documents
+from flightmind.data.documents import SkipCounts, iter_documents
 from flightmind.contracts import IGNORE_INDEX, eot_id
 from flightmind.errors import FlightMindError
 
 
 
-def jsonl_documents(path: Path, tokenizer: Tokenizer) -> tuple[list[list[int]], list[int]]:
-    """Token ids and UTF-8 byte counts of the documents of a JSONL file; a bad line is an error naming it."""
-    texts = [doc.text for doc in iter_documents(path, strict=True)]
+def jsonl_documents(path: Path, tokenizer: Tokenizer, strict: bool = False) -> tuple[list[list[int]], list[int]]:
+    """Token ids and UTF-8 byte counts of the documents of a JSONL file. Bad lines are skipped and
+    counted, as ``prepare`` does; ``strict`` stops at the first, naming its file:line."""
+    counts = SkipCounts()
+    try:
+        texts = [doc.text for doc in iter_documents(path, strict=strict, counts=counts)]
+    except FlightMindError as e:  # documents.py's advice names prepare's flag
+        raise FlightMindError(str(e).replace("run without --strict", "set data.init_args.test_strict: false")) from None
+    if counts.total:
+        reasons = ", ".join(f"{reason} {n}" for reason, n in counts.as_dict().items() if n)
+        rank_zero_warn(
+            f"held-out set {path}: skipped {counts.total} bad line(s) ({reasons}); scored the other documents "
+            "(data.init_args.test_strict: true stops at the first instead)"
+        )
     encodings = tokenizer.encode_batch_fast(texts, add_special_tokens=False)
     return [e.ids for e in encodings], [len(text.encode("utf-8")) for text in texts]
 
@@ -64,14 +76,14 @@ class HeldOutDocuments(Dataset):
     targets ``tokens[1:]``. A document's bytes are counted with its first window.
     """
 
-    def __init__(self, path: str | Path, tokenizer: Tokenizer, seq_len: int) -> None:
+    def __init__(self, path: str | Path, tokenizer: Tokenizer, seq_len: int, strict: bool = False) -> None:
         path = Path(path)
         if not path.is_file():
             raise FlightMindError(f"held-out set {path} does not exist (data.test_file)")
         if path.suffix == ".bin":
             documents, n_bytes = packed_documents(path, tokenizer)
         else:
-            documents, n_bytes = jsonl_documents(path, tokenizer)
+            documents, n_bytes = jsonl_documents(path, tokenizer, strict)
         if not documents:
             raise FlightMindError(f"held-out set {path} holds no documents")
         eot = eot_id(tokenizer)

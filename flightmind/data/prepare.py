@@ -9,8 +9,9 @@
    worker in flight, so memory does not grow with the corpus.
 3. Each document goes to train or val by a hash of (seed, file name, line number): whole documents,
    the same split for any number of workers.
-4. Everything is written to `*.tmp` first; only when all of it is complete do the files replace
-   the old ones, with `meta.json` last. A directory with a `meta.json` is complete.
+4. Everything is written to temporary files first (created exclusively beside the outputs, never
+   through a planted link; removed on failure, Ctrl-C or SIGTERM); only when all of it is complete
+   do the files replace the old ones, with `meta.json` last. A directory with a `meta.json` is complete.
 """
 
 import argparse
@@ -22,6 +23,7 @@ import os
 import shutil
 import signal
 import sys
+import threading
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -45,6 +47,7 @@ from flightmind.contracts import (
     shard_path,
     tokenizer_hash,
 )
+from flightmind.atomic import remove_leftovers, temporary_path
 from flightmind.data.tokenizer import check_vocab_size, train_tokenizer
 from flightmind.errors import FlightMindError
 
@@ -328,6 +331,12 @@ def _build_meta(
     return meta
 
 
+def _max_id(path: Path) -> int:
+    if path.stat().st_size == 0:
+        return -1
+    return int(np.memmap(path, dtype=TOKEN_DTYPE, mode="r").max())
+
+
 def _publish(out: Path, temporary: dict[str, Path], meta: dict) -> None:
     """Replace the old outputs with the complete new ones; meta.json goes last."""
     with open(temporary[META_FILE], "w", encoding="utf-8") as file:
@@ -390,8 +399,11 @@ def prepare(
     settings = _WorkerSettings(text_key=text_key, strict=strict, seed=seed, val_fraction=val_fraction)
     total_bytes = sum(path.stat().st_size for path in inputs)
     final_names = (TOKENIZER_FILE, *(shard_path(out, split).name for split in SPLITS), META_FILE)
-    temporary = {name: out / f"{name}.tmp" for name in final_names}
+    remove_leftovers(out)  # of a run killed before it could clean up
+    temporary = {}
     try:
+        for name in final_names:
+            temporary[name] = temporary_path(out / name)
         if tokenizer is None:
             with _progress_bar(total_bytes, "training tokenizer", progress) as bar:
                 bpe = train_tokenizer(_training_texts(inputs, text_key, strict, bar), vocab_size)
@@ -413,6 +425,8 @@ def prepare(
                 os.fsync(file.fileno())
         _check_split_sizes(stats, val_fraction)
         meta = _build_meta(stats, bpe, seed, val_fraction, arguments, extra_meta)
+        # Training checks it against the tokenizer before step 1 (contracts.check_token_ids).
+        meta["max_token_id"] = max(_max_id(temporary[shard_path(out, split).name]) for split in SPLITS)
         _publish(out, temporary, meta)
     except OSError as e:
         raise FlightMindError(f"cannot write to {out}: {e.strerror or e}") from None
@@ -461,7 +475,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=1337, help="seed of the train/val split (default: %(default)s)")
 
 
+# The shipped pretraining configs' validation batch: (config, sequence length, micro-batch).
+SHIPPED_VALIDATION_BATCHES = (
+    ("configs/smoke.yaml", 256, 8),
+    ("configs/rtx4060_d8.yaml and h100x4_d24.yaml", 2048, 8),
+    ("configs/h100x4_d32.yaml", 2048, 4),
+)
+
+
+def validation_warnings(meta: dict) -> list[str]:
+    """Shipped configs whose one validation batch the val split cannot fill (fit would stop at its first validation)."""
+    tokens = meta["val"]["tokens"]
+    if not meta.get("val_fraction"):
+        return []
+    return [
+        f"val.bin holds {tokens:,} tokens, fewer than one validation batch of {config} ({batch} sequences × "
+        f"{seq_len + 1:,} tokens = {batch * (seq_len + 1):,}): raise --val-fraction or lower data.batch_size/seq_len there"
+        for config, seq_len, batch in SHIPPED_VALIDATION_BATCHES
+        if tokens < batch * (seq_len + 1)
+    ]
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, handled as Ctrl-C is: the temporary files are removed."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise _Terminated
+
+
 def run(args: argparse.Namespace) -> int:
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if main_thread else None
     try:
         meta = prepare(
             args.inputs,
@@ -474,10 +519,15 @@ def run(args: argparse.Namespace) -> int:
             strict=args.strict,
             seed=args.seed,
         )
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         print(f"interrupted; temporary files removed: rerun to prepare {args.out}", file=sys.stderr)
-        return 130
+        return 143 if isinstance(stop, _Terminated) else 130
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
     print(format_summary(meta, args.out))
+    for warning in validation_warnings(meta):
+        print(f"flightmind: warning: {warning}", file=sys.stderr)
     return 0
 
 

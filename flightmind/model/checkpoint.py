@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import json
 import warnings
+import pickle
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -122,32 +124,89 @@ def _load_distributed(path: Path, weights: bool) -> dict:
     return checkpoint
 
 
-def _load_lightning(path: Path, weights: bool = True) -> dict:
-    if is_distributed_checkpoint(path):
-        return _load_distributed(path, weights)
-    if path.is_dir():
-        raise FlightMindError(
-            f"{path} is a directory but not a distributed checkpoint (no {DCP_METADATA} and .metadata): name a .ckpt "
-            "or a checkpoint directory written by `flightmind fit`"
+ZIP_MAGIC = b"PK\x03\x04"  # torch.save writes a zip archive
+
+
+def unreadable_reason(path: Path, error: BaseException) -> str:
+    """Why ``torch.load(path, weights_only=True)`` failed, in a few words a user can act on."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as file:
+            head = file.read(4)
+    except OSError as e:
+        return e.strerror or str(e)
+    if size == 0:
+        return "the file is empty (0 bytes; an interrupted copy or write?)"
+    if head != ZIP_MAGIC:
+        return f"not a checkpoint: {size:,} bytes that torch.save did not write (no zip archive)"
+    if not zipfile.is_zipfile(path):
+        return f"the file is truncated or damaged ({size:,} bytes, the zip archive has no end; an interrupted copy?)"
+    if isinstance(error, pickle.UnpicklingError):
+        # torch's message starts with a paragraph on weights_only; the line naming the object is the reason.
+        lines = [line.strip() for line in str(error).splitlines() if "GLOBAL" in line or "Unsupported" in line]
+        what = lines[0] if lines else str(error).splitlines()[0]
+        return (
+            f"it holds Python objects other than tensors and plain values, which can run code when loaded, and "
+            f"FlightMind loads checkpoints with weights_only=True only ({what})"
         )
+    text = " ".join(str(error).split())
+    return f"{type(error).__name__}: {text[:160]}"
+
+
+def load_checkpoint_file(path: str | Path, *, mmap: bool = True, map_location=None) -> dict:
+    """``torch.load`` with ``weights_only=True`` whatever the environment says (an explicit argument
+    wins over ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD``); a failure is one FlightMindError naming the file."""
+    path = Path(path)
+    if path.is_dir():
+        raise FlightMindError(f"checkpoint {path} is a directory: name a .ckpt written by `flightmind fit`")
     if not path.is_file():
         raise FlightMindError(f"checkpoint {path} does not exist: name a .ckpt written by `flightmind fit`")
     try:
-        # mmap: reading a d24 checkpoint costs no memory until its tensors are used.
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        checkpoint = torch.load(path, map_location=map_location or "cpu", weights_only=True, mmap=mmap)
     except Exception as e:  # a truncated zip, a pickle with foreign objects, not a checkpoint at all
-        raise FlightMindError(f"cannot read checkpoint {path} ({type(e).__name__}: {str(e)[:200]})") from None
-    if not isinstance(checkpoint, dict) or "model_config" not in checkpoint or "state_dict" not in checkpoint:
+        raise FlightMindError(f"cannot read checkpoint {path}: {unreadable_reason(path, e)}") from None
+    if not isinstance(checkpoint, dict):
+        raise FlightMindError(f"{path} is not a FlightMind checkpoint: it holds a {type(checkpoint).__name__}, not what `flightmind fit` writes")
+    return checkpoint
+
+
+def _load_lightning(path: Path, weights: bool = True) -> dict:
+    if is_distributed_checkpoint(path):
+        checkpoint = _load_distributed(path, weights)
+    else:  # mmap: reading a d24 checkpoint costs no memory until its tensors are used
+        checkpoint = load_checkpoint_file(path, mmap=True)
+    if "model_config" not in checkpoint or (weights and "state_dict" not in checkpoint):
         raise FlightMindError(
             f"{path} is not a FlightMind checkpoint (no 'state_dict' and 'model_config'): "
             "name a .ckpt written by `flightmind fit`"
         )
+    if not isinstance(checkpoint["model_config"], dict):
+        raise FlightMindError(f"{path}: its model_config is not a mapping; the file was not written by `flightmind fit`")
     return checkpoint
+
+
+def saved_config(values: dict, source: str | Path) -> GPTConfig:
+    """``GPTConfig.from_dict``, a malformed shape reported as one line naming ``source``."""
+    try:
+        return GPTConfig.from_dict(values)
+    except Exception as e:  # a wrong type or value in a field: the dataclass says which
+        raise FlightMindError(f"{source}: its model_config is malformed ({type(e).__name__}: {e})") from None
+
+
+def saved_tokenizer(checkpoint: dict, source: str | Path) -> Tokenizer | None:
+    """``checkpoint_tokenizer``, a malformed tokenizer reported as one line naming ``source``."""
+    try:
+        return checkpoint_tokenizer(checkpoint)
+    except Exception as e:  # tokenizers raises a bare Exception for malformed JSON
+        raise FlightMindError(
+            f"{source}: the tokenizer it carries cannot be read ({type(e).__name__}: {str(e)[:120]}); "
+            "pass --tokenizer with the tokenizer.json the model was trained with"
+        ) from None
 
 
 def read_model_config(path: str | Path) -> GPTConfig:
     """The model shape a Lightning checkpoint was trained with."""
-    return GPTConfig.from_dict(_load_lightning(Path(path), weights=False)["model_config"])
+    return saved_config(_load_lightning(Path(path), weights=False)["model_config"], path)
 
 
 def read_checkpoint(path: str | Path) -> SavedModel:
@@ -160,10 +219,10 @@ def read_checkpoint(path: str | Path) -> SavedModel:
         raise FlightMindError(f"checkpoint {path} holds no model weights (no '{MODEL_PREFIX}' keys in its state_dict)")
     return SavedModel(
         path=path,
-        config=GPTConfig.from_dict(checkpoint["model_config"]),
+        config=saved_config(checkpoint["model_config"], path),
         state_dict=state,
         lora=checkpoint.get("lora"),
-        tokenizer=checkpoint_tokenizer(checkpoint),
+        tokenizer=saved_tokenizer(checkpoint, path),
         global_step=checkpoint.get("global_step"),
     )
 

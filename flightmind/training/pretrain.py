@@ -13,6 +13,7 @@ from torchmetrics import SumMetric
 
 from flightmind.contracts import IGNORE_INDEX
 from flightmind.data.heldout import bits_per_byte
+from flightmind.errors import FlightMindError
 from flightmind.model import GPT, GPTConfig
 from flightmind.model.checkpoint import build_model, read_checkpoint, read_model_config, tokenizer_entry
 from flightmind.training.causal_lm import CausalLM
@@ -68,6 +69,16 @@ class PretrainModule(CausalLM):
             return None, ""
         tokenizer = read_checkpoint(self.init_from).tokenizer
         return (None if tokenizer is None else tokenizer_entry(tokenizer.to_str())), f"model.init_args.init_from {self.init_from}"
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # durable (issue 11): a LoRA fine-tune's state has adapter weights pretraining cannot load.
+        if checkpoint.get("lora") is not None:
+            raise FlightMindError(
+                f"checkpoint {self._trainer.ckpt_path if self._trainer else ''} is a LoRA fine-tune: resume it with a "
+                "fine-tuning config (model.class_path flightmind.training.finetune.FinetuneModule), or pass a "
+                "pretraining checkpoint to --ckpt_path"
+            )
+        super().on_load_checkpoint(checkpoint)
 
     def loss(self, batch: torch.Tensor) -> torch.Tensor:
         """Mean next-token cross-entropy over a batch of windows (B, T+1)."""

@@ -89,8 +89,11 @@ def test_windows_cover_each_document_once(prepared_dir, tmp_path):
     assert sum(first for _, _, first in dataset.windows) == 3
 
 
-def test_bad_held_out_line_names_file_and_line(prepared_dir, tmp_path):
+def test_bad_held_out_line_is_skipped_and_counted_or_under_strict_names_file_and_line(prepared_dir, tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "fine"}\n{"txt": "no text key"}\n')
-    with pytest.raises(FlightMindError, match=f"{bad}:2"):
-        HeldOutDocuments(bad, load_tokenizer(prepared_dir / "tokenizer.json"), SEQ_LEN)
+    tokenizer = load_tokenizer(prepared_dir / "tokenizer.json")
+    with pytest.warns(UserWarning, match=r"skipped 1 bad line\(s\) \(missing_key 1\)"):
+        assert HeldOutDocuments(bad, tokenizer, SEQ_LEN).num_documents == 1
+    with pytest.raises(FlightMindError, match=f"{bad}:2: .*set data.init_args.test_strict: false"):
+        HeldOutDocuments(bad, tokenizer, SEQ_LEN, strict=True)

@@ -1,0 +1,198 @@
+"""The run's checkpoints: ``step_N`` every N optimizer steps (the newest ``keep`` kept), ``last``
+as a hard link to the newest of them (no second write), a disk-space check at the start, and
+``--ckpt_path last`` resolved to the newest readable checkpoint.
+
+Files are written by ``AtomicCheckpointIO`` (checkpoint_io.py); temporary files an interrupted
+save left behind are removed when the next run starts.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import shutil
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+
+from flightmind.atomic import TEMP_SUFFIX, fsync_directory, remove_leftovers
+from flightmind.errors import FlightMindError
+from flightmind.model.checkpoint import load_checkpoint_file
+from flightmind.training.checkpoint_io import free_bytes, gigabytes
+
+LAST = "last.ckpt"
+ADAMW_BYTES = 8  # two fp32 moments per trained parameter
+OVERHEAD = 1_000_000  # loop state, hyperparameters, tokenizer
+
+
+def link_or_copy(source: Path, name: Path) -> None:
+    """``name`` becomes a second name of ``source`` (a hard link), replacing it atomically; a copy
+    where the filesystem has no hard links."""
+    tmp = name.with_name(f".{name.name}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
+    try:
+        os.link(source, tmp)  # fails if tmp exists: never through a planted file
+    except OSError:
+        shutil.copyfile(source, tmp)
+    os.replace(tmp, name)
+    fsync_directory(name.parent)
+
+
+class StepCheckpoint(ModelCheckpoint):
+    """ModelCheckpoint for ``step_N`` files with retention, a linked ``last.ckpt`` and a disk check.
+
+    Args:
+        keep: how many ``step_N`` checkpoints to keep, newest first (0 keeps all); ``best``,
+            ``final`` and ``last`` are separate files and always kept.
+        **kwargs: ModelCheckpoint's arguments (dirpath, filename, every_n_train_steps, …).
+    """
+
+    def __init__(self, keep: int = 5, **kwargs) -> None:
+        if keep < 0:
+            raise FlightMindError(f"checkpoint.keep={keep}: give 0 (keep every step_N checkpoint) or a positive count")
+        if kwargs.get("save_last") is not False:
+            kwargs["save_last"] = "link"  # last.ckpt: a second name of the newest step_N, not a second write
+        super().__init__(**kwargs)
+        self.keep = keep
+
+    # Lightning makes `last` a symbolic link (removed, then re-created). A hard link replaced by
+    # rename survives the retention of its step_N and is never missing. Overrides a private static
+    # method of ModelCheckpoint (lightning 2.6); tests/training/test_checkpoints.py fails if it goes.
+    @staticmethod
+    def _link_checkpoint(trainer: L.Trainer, filepath: str, linkpath: str) -> None:
+        if trainer.is_global_zero and os.path.abspath(filepath) != os.path.abspath(linkpath):
+            link_or_copy(Path(filepath), Path(linkpath))
+        trainer.strategy.barrier()
+
+    # -- start: leftovers and disk space ------------------------------------------------------------
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        if stage == "fit" and trainer.is_global_zero and self.dirpath:
+            removed = remove_leftovers(self.dirpath)
+            if removed:
+                rank_zero_info(f"removed {len(removed)} unfinished checkpoint file(s) of an interrupted save in {self.dirpath}")
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)
+        refusal = None
+        if trainer.is_global_zero and self.dirpath:  # rank 0 writes the checkpoints
+            try:
+                self.check_disk(trainer, pl_module)
+            except FlightMindError as e:
+                refusal = str(e)
+        refusal = trainer.strategy.broadcast(refusal, src=0)  # every rank stops, none waits for the others
+        if refusal:
+            raise FlightMindError(refusal)
+
+    def checkpoints_kept(self, trainer: L.Trainer) -> int:
+        """How many full checkpoint files the run holds at once (last is a link)."""
+        every = self._every_n_train_steps or 0
+        saves = (trainer.max_steps // every if every and trainer.max_steps and trainer.max_steps > 0 else 1)
+        steps = min(self.keep, saves) if self.keep else saves
+        return steps + 3  # best, final, and the temporary file of the save in progress
+
+    def check_disk(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        size = estimate_checkpoint_bytes(pl_module, trainer.world_size)
+        directory = Path(self.dirpath)
+        free = free_bytes(directory)
+        if free is None:
+            return
+        # Files this run will replace free their space as it goes.
+        existing = sum(p.stat().st_size for p in directory.glob("*.ckpt") if p.is_file()) if directory.is_dir() else 0
+        needed = size * self.checkpoints_kept(trainer)
+        if size > free:
+            raise FlightMindError(
+                f"not enough disk for even one checkpoint in {directory}: each takes about {gigabytes(size)} "
+                f"(weights + AdamW state), {gigabytes(free)} are free: free space or set checkpoint.dirpath elsewhere"
+            )
+        if needed > free + existing:
+            rank_zero_warn(
+                f"checkpoints in {directory} will need about {gigabytes(needed)} ({self.checkpoints_kept(trainer)} files "
+                f"of {gigabytes(size)}: checkpoint.keep={self.keep} step_N, best, final, one being written) but "
+                f"{gigabytes(free)} are free: lower checkpoint.keep or free space before the disk fills mid-run"
+            )
+
+    # -- retention ----------------------------------------------------------------------------------
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        self.prune(trainer)
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        super().on_validation_end(trainer, pl_module)
+        self.prune(trainer)
+
+    def save_now(self, trainer: L.Trainer) -> str:
+        """Save ``step_N`` (and link ``last``) for the current step, as the periodic save does."""
+        if self._last_global_step_saved != trainer.global_step:
+            candidates = self._monitor_candidates(trainer)
+            self._save_topk_checkpoint(trainer, candidates)
+            self._save_last_checkpoint(trainer, candidates)
+            self.prune(trainer)
+        return self._last_checkpoint_saved
+
+    def step_files(self) -> list[tuple[int, Path]]:
+        """The ``step_N`` files in ``dirpath``, by step."""
+        if not self.dirpath or "{step}" not in (self.filename or "") or not Path(self.dirpath).is_dir():
+            return []
+        before, _, after = self.filename.partition("{step}")
+        pattern = re.compile(re.escape(before) + r"(\d+)" + re.escape(after) + re.escape(self.FILE_EXTENSION))
+        found = [(m, p) for p in Path(self.dirpath).iterdir() if (m := pattern.fullmatch(p.name)) and p.is_file()]
+        return sorted((int(m.group(1)), p) for m, p in found)
+
+    def prune(self, trainer: L.Trainer) -> None:
+        if not self.keep or not trainer.is_global_zero:
+            return
+        last = Path(self.dirpath) / LAST
+        linked = last.resolve() if last.is_symlink() else None
+        for _, path in self.step_files()[: -self.keep]:
+            if path.resolve() != linked:
+                path.unlink(missing_ok=True)
+
+
+def estimate_checkpoint_bytes(pl_module: L.LightningModule, world_size: int = 1) -> int:
+    """Weights (as stored) + AdamW's two fp32 moments per trained parameter + a little."""
+    params = list(pl_module.parameters())
+    local = sum(p.numel() for p in params) or 1
+    trained_local = sum(p.numel() for p in params if p.requires_grad)
+    config = getattr(pl_module, "config", None)
+    # Sharded strategies hold a slice of each parameter: the model's shape gives the whole count.
+    total = config.num_params() if config is not None and hasattr(config, "num_params") else local * world_size
+    total = max(total, local)
+    bytes_per = max((p.element_size() for p in params), default=4)
+    return total * bytes_per + int(total * trained_local / local) * ADAMW_BYTES + OVERHEAD
+
+
+# -- --ckpt_path last -----------------------------------------------------------------------------
+def resolve_last(dirpath: str | Path) -> str | None:
+    """The checkpoint ``--ckpt_path last`` resumes: ``last.ckpt`` if it loads, else the newest
+    checkpoint in ``dirpath`` that loads (saying which and why); None when there is none."""
+    directory = Path(dirpath)
+    if not directory.is_dir():
+        rank_zero_info(f"--ckpt_path last: no checkpoint directory {directory} yet: starting from step 0")
+        return None
+    last = directory / LAST
+    others = sorted(
+        (p for p in directory.glob("*.ckpt") if p.name != LAST and p.is_file()),
+        key=lambda p: p.stat().st_mtime,
+        reverse=True,
+    )
+    problems = []
+    for path in ([last] if last.exists() else []) + others:
+        try:
+            load_checkpoint_file(path, mmap=True)
+        except FlightMindError as e:
+            problems.append(str(e))
+            continue
+        if path != last:
+            why = f"{last.name} {'is unreadable: ' + problems[0] if last.exists() else 'is missing'}"
+            rank_zero_warn(f"--ckpt_path last: {why}; resuming from {path}, the newest readable checkpoint in {directory}")
+        return str(path)
+    if problems:
+        raise FlightMindError(
+            f"--ckpt_path last: no checkpoint in {directory} can be read ({len(problems)} tried; {problems[0]}): "
+            "name one with --ckpt_path, or start a new run without it"
+        )
+    rank_zero_info(f"--ckpt_path last: no checkpoint in {directory} yet: starting from step 0")
+    return None

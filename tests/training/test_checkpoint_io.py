@@ -1,0 +1,184 @@
+"""Checkpoints reach the disk whole or not at all, whatever $TMPDIR is, and load with weights_only=True."""
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from flightmind.atomic import TEMP_SUFFIX, remove_leftovers
+from flightmind.errors import FlightMindError
+from flightmind.model.checkpoint import load_checkpoint_file
+from flightmind.training.checkpoint_io import AtomicCheckpointIO
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class Evil:
+    """Unpickling it creates a marker file: proof that loading ran code."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.marker),))
+
+
+def evil_checkpoint(path: Path, marker: Path) -> Path:
+    torch.save({"state_dict": {}, "model_config": {"depth": 2}, "payload": Evil(marker)}, path)
+    return path
+
+
+def bad_files(tmp_path: Path) -> dict[str, Path]:
+    good = tmp_path / "good.ckpt"
+    torch.save({"w": torch.zeros(10_000)}, good)
+    files = {"empty": tmp_path / "empty.ckpt", "random": tmp_path / "random.ckpt", "truncated": tmp_path / "trunc.ckpt"}
+    files["empty"].write_bytes(b"")
+    files["random"].write_bytes(random.Random(0).randbytes(5000))
+    files["truncated"].write_bytes(good.read_bytes()[:20_000])
+    return files
+
+
+@pytest.mark.parametrize(
+    "kind, words",
+    [("empty", "empty (0 bytes"), ("random", "torch.save did not write"), ("truncated", "truncated or damaged")],
+)
+def test_unreadable_checkpoints_are_one_line_naming_the_file_and_the_reason(tmp_path, kind, words):
+    path = bad_files(tmp_path)[kind]
+    with pytest.raises(FlightMindError) as err:
+        AtomicCheckpointIO().load_checkpoint(path)
+    message = str(err.value)
+    assert str(path) in message and words in message and "\n" not in message
+
+
+def test_a_pickle_that_runs_code_is_refused_even_when_the_environment_forces_unsafe_loading(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    marker = tmp_path / "PWNED"
+    path = evil_checkpoint(tmp_path / "evil.ckpt", marker)
+    for load in (lambda: AtomicCheckpointIO().load_checkpoint(path, weights_only=False), lambda: load_checkpoint_file(path)):
+        with pytest.raises(FlightMindError) as err:
+            load()
+        assert "weights_only=True" in str(err.value) and "GLOBAL" in str(err.value) and "\n" not in str(err.value)
+    assert not marker.exists()
+    # The control: the same file does run code when loaded unsafely.
+    torch.load(path, weights_only=False)
+    assert marker.exists()
+
+
+def test_save_writes_in_the_checkpoint_directory_and_leaves_no_temporary_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "nonexistent-tmp"))  # never used
+    path = tmp_path / "ckpts" / "step_1.ckpt"
+    AtomicCheckpointIO().save_checkpoint({"w": torch.arange(10)}, path)
+    assert torch.equal(load_checkpoint_file(path)["w"], torch.arange(10))
+    assert sorted(p.name for p in path.parent.iterdir()) == ["step_1.ckpt"]
+    assert oct(path.stat().st_mode & 0o777) == oct(0o666 & ~_umask())
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _mount_tmpfs(directory: Path, size: str) -> bool:
+    directory.mkdir()
+    if os.geteuid() != 0:
+        return False
+    return subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(directory)], capture_output=True).returncode == 0
+
+
+FILL_DISK = textwrap.dedent(
+    """
+    import resource, signal, sys, torch
+    from flightmind.errors import FlightMindError
+    from flightmind.training.checkpoint_io import save_atomically
+    directory, limit = sys.argv[1], int(sys.argv[2])
+    save_atomically({"w": torch.ones(1_000_000)}, directory + "/step_1.ckpt")
+    save_atomically({"w": torch.ones(1_000_000)}, directory + "/last.ckpt")
+    if limit:  # no tmpfs: a file-size limit makes the write fail the same way (EFBIG instead of ENOSPC)
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    for name in ("step_2.ckpt", "last.ckpt"):
+        try:
+            save_atomically({"w": torch.full((8_000_000,), 2.0)}, directory + "/" + name)
+        except FlightMindError as e:
+            print(e)
+    """
+)
+
+
+def test_a_full_disk_during_a_save_keeps_the_old_files_and_says_so_in_one_line(tmp_path):
+    disk = tmp_path / "disk"
+    mounted = _mount_tmpfs(disk, "20m")
+    try:
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        limit = "0" if mounted else str(10_000_000)
+        result = subprocess.run([sys.executable, "-c", FILL_DISK, str(disk), limit], capture_output=True, text=True, env=env, timeout=300)
+        lines = result.stdout.splitlines()
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert len(lines) == 2, result.stdout
+        for name, line in zip(("step_2.ckpt", "last.ckpt"), lines):
+            assert f"cannot write checkpoint {disk / name}:" in line and "intact" in line
+            assert ("No space left on device" if mounted else "File too large") in line
+        assert sorted(p.name for p in disk.iterdir()) == ["last.ckpt", "step_1.ckpt"]  # no step_2, no temp file
+        for name in ("last.ckpt", "step_1.ckpt"):
+            assert torch.equal(load_checkpoint_file(disk / name)["w"], torch.ones(1_000_000))
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(disk)])
+
+
+SAVE_FOREVER = textwrap.dedent(
+    """
+    import sys, torch
+    from flightmind.training.checkpoint_io import AtomicCheckpointIO
+    io, directory = AtomicCheckpointIO(), sys.argv[1]
+    for step in range(1, 10_000):
+        checkpoint = {"global_step": step, "w": torch.full((4_000_000,), float(step))}  # 16 MB
+        io.save_checkpoint(checkpoint, f"{directory}/step_{step % 3}.ckpt")
+        io.save_checkpoint(checkpoint, f"{directory}/last.ckpt")
+        print(step, flush=True)
+    """
+)
+
+
+def _filesystem(path: Path) -> int:
+    return os.stat(path).st_dev
+
+
+@pytest.mark.slow
+def test_kill_9_during_saves_with_tmpdir_on_another_filesystem_never_leaves_a_partial_checkpoint(tmp_path):
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or _filesystem(shm) == _filesystem(tmp_path):
+        pytest.skip("needs /dev/shm on another filesystem than the test's directory")
+    tmpdir = Path(tempfile.mkdtemp(dir=shm, prefix="flightmind-test-"))
+    ckpts = tmp_path / "ckpts"
+    ckpts.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TMPDIR": str(tmpdir)}
+    rng = random.Random(0)
+    kills, leftovers_seen, loaded = 0, 0, 0
+    for _ in range(8):
+        child = subprocess.Popen([sys.executable, "-c", SAVE_FOREVER, str(ckpts)], env=env, stdout=subprocess.PIPE, text=True)
+        child.stdout.readline()  # the first pair of saves is complete: imports are over
+        time.sleep(rng.uniform(0.0, 0.6))  # somewhere inside a save
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        kills += 1
+        leftovers_seen += len(list(ckpts.glob(f".*{TEMP_SUFFIX}")))
+        for path in ckpts.glob("*.ckpt"):
+            checkpoint = load_checkpoint_file(path)  # raises on a partial file
+            assert torch.all(checkpoint["w"] == checkpoint["global_step"])
+            loaded += 1
+        remove_leftovers(ckpts)  # what the next run does at its start
+        assert not list(ckpts.glob(f".*{TEMP_SUFFIX}"))
+    assert kills == 8 and loaded >= 8
+    assert leftovers_seen >= 1  # at least one kill landed inside a save
+    assert not list(tmpdir.iterdir())  # nothing goes through $TMPDIR
+    tmpdir.rmdir()

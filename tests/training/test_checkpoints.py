@@ -1,0 +1,110 @@
+"""Retention keeps the newest step_N, last.ckpt is a second name of the newest (no second write),
+--ckpt_path last falls back to the newest readable checkpoint, and the disk is checked at the start."""
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from flightmind.errors import FlightMindError
+from flightmind.training import checkpoints
+from flightmind.training.checkpoints import StepCheckpoint, estimate_checkpoint_bytes, resolve_last
+from tests.training.tiny import durable_trainer, tiny_module_and_data
+
+
+@pytest.mark.slow
+def test_retention_keeps_the_newest_5_step_checkpoints_and_last_is_a_hard_link_to_the_newest(prepared_dir, tmp_path):
+    ckpts = tmp_path / "ckpts"
+    ckpts.mkdir()
+    (ckpts / ".step_9.ckpt.x1y2.fmtmp").write_bytes(b"PK\x03\x04 the unfinished save of a killed run")
+    trainer = durable_trainer(ckpts, max_steps=8, every=1, keep=5)
+    module, data = tiny_module_and_data(prepared_dir)
+    trainer.fit(module, data)
+    names = sorted(p.name for p in ckpts.iterdir())  # the leftover is gone too
+    assert names == ["final.ckpt", "last.ckpt"] + [f"step_{n}.ckpt" for n in range(4, 9)]
+    last, newest = ckpts / "last.ckpt", ckpts / "step_8.ckpt"
+    # StepCheckpoint._link_checkpoint replaces Lightning's symbolic link: this fails if the hook is renamed.
+    assert not last.is_symlink() and os.path.samefile(last, newest) and newest.stat().st_nlink == 2
+    assert torch.load(last, weights_only=True)["global_step"] == 8
+
+
+def test_keep_0_keeps_every_step_checkpoint(tmp_path):
+    callback = StepCheckpoint(keep=0, dirpath=str(tmp_path), filename="step_{step}")
+    for step in range(1, 9):
+        (tmp_path / f"step_{step}.ckpt").write_bytes(b"x")
+
+    class Trainer:
+        is_global_zero = True
+
+    callback.prune(Trainer())
+    assert len(list(tmp_path.glob("step_*.ckpt"))) == 8
+    StepCheckpoint(keep=5, dirpath=str(tmp_path), filename="step_{step}").prune(Trainer())
+    assert sorted(int(p.stem[5:]) for p in tmp_path.glob("step_*.ckpt")) == [4, 5, 6, 7, 8]
+    with pytest.raises(FlightMindError, match=r"checkpoint.keep=-1"):
+        StepCheckpoint(keep=-1)
+
+
+def _save(path: Path, step: int, mtime: float) -> None:
+    torch.save({"global_step": step}, path)
+    os.utime(path, (mtime, mtime))
+
+
+def test_ckpt_path_last_falls_back_to_the_newest_readable_checkpoint_and_says_which(tmp_path, caplog):
+    _save(tmp_path / "step_2.ckpt", 2, 1000)
+    _save(tmp_path / "step_4.ckpt", 4, 2000)
+    (tmp_path / "step_6.ckpt").write_bytes(b"")  # newest, but empty
+    with pytest.warns(UserWarning, match=r"last.ckpt is missing; resuming from .*step_4.ckpt"):
+        assert resolve_last(tmp_path) == str(tmp_path / "step_4.ckpt")  # killed before the first last.ckpt
+    (tmp_path / "last.ckpt").write_bytes(b"PK\x03\x04 truncated")
+    with pytest.warns(UserWarning, match=r"last.ckpt is unreadable: .*truncated.*resuming from .*step_4.ckpt"):
+        assert resolve_last(tmp_path) == str(tmp_path / "step_4.ckpt")
+    _save(tmp_path / "last.ckpt", 4, 3000)
+    assert resolve_last(tmp_path) == str(tmp_path / "last.ckpt")
+    assert resolve_last(tmp_path / "nothing-yet") is None
+
+
+def test_ckpt_path_last_with_only_unreadable_checkpoints_is_one_clear_error(tmp_path):
+    (tmp_path / "last.ckpt").write_bytes(b"")
+    with pytest.raises(FlightMindError, match=r"no checkpoint in .* can be read \(1 tried"):
+        resolve_last(tmp_path)
+
+
+def test_checkpoint_size_estimate_is_weights_plus_adamw_moments():
+    from flightmind.model import GPTConfig
+    from flightmind.training.pretrain import PretrainModule
+
+    module = PretrainModule(shape=GPTConfig(depth=2, vocab_size=1024, max_seq_len=64))
+    module.configure_model()
+    n = sum(p.numel() for p in module.parameters())
+    assert estimate_checkpoint_bytes(module) == n * 4 + n * 8 + checkpoints.OVERHEAD
+
+
+def test_the_disk_check_refuses_when_one_checkpoint_cannot_fit_and_warns_when_all_cannot(tmp_path, monkeypatch):
+    from flightmind.model import GPTConfig
+    from flightmind.training.pretrain import PretrainModule
+
+    module = PretrainModule(shape=GPTConfig(depth=2, vocab_size=1024, max_seq_len=64))
+    module.configure_model()
+    size = estimate_checkpoint_bytes(module)
+    callback = StepCheckpoint(keep=5, dirpath=str(tmp_path), every_n_train_steps=10)
+
+    class Trainer:
+        max_steps, world_size, is_global_zero = 1000, 1, True
+
+    monkeypatch.setattr(checkpoints, "free_bytes", lambda directory: size // 2)
+    with pytest.raises(FlightMindError, match=r"not enough disk for even one checkpoint in .*: each takes about"):
+        callback.check_disk(Trainer(), module)
+    monkeypatch.setattr(checkpoints, "free_bytes", lambda directory: size * 3)
+    with pytest.warns(UserWarning, match=r"will need about .* \(8 files of .*checkpoint.keep=5"):
+        callback.check_disk(Trainer(), module)
+
+
+@pytest.mark.slow
+def test_a_run_whose_checkpoint_cannot_fit_on_the_disk_stops_before_step_1(prepared_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(checkpoints, "free_bytes", lambda directory: 1000)
+    trainer = durable_trainer(tmp_path / "ckpts", max_steps=4, every=1)
+    module, data = tiny_module_and_data(prepared_dir)
+    with pytest.raises(FlightMindError, match=r"not enough disk for even one checkpoint in .*ckpts: each takes about .* MB \(weights \+ AdamW state\), 0.0 MB are free"):
+        trainer.fit(module, data)
+    assert trainer.global_step == 0 and not list((tmp_path / "ckpts").glob("*.ckpt"))
