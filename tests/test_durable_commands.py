@@ -131,4 +131,10 @@ def test_exported_files_are_all_0644(trained, tmp_path):
     mask = os.umask(0)
     os.umask(mask)
     modes = {p.name: oct(p.stat().st_mode & 0o777) for p in out.iterdir()}
-    assert modes == {name: oct(0o666 & ~mask) for name in ("model.safetensors", "config.json", "tokenizer.json")}
+    assert {"model.safetensors", "config.json", "tokenizer.json"} <= set(modes)  # the Hugging Face layout
+    assert set(modes.values()) == {oct(0o666 & ~mask)}
+    flightmind_format = tmp_path / "flightmind_format"
+    assert main(["export", "--ckpt", str(ckpt), "--out", str(flightmind_format), "--format", "flightmind"]) == 0
+    assert {p.name: oct(p.stat().st_mode & 0o777) for p in flightmind_format.iterdir()} == {
+        name: oct(0o666 & ~mask) for name in ("model.safetensors", "config.json", "tokenizer.json")
+    }

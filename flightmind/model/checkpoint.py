@@ -155,8 +155,11 @@ def unreadable_reason(path: Path, error: BaseException) -> str:
 
 def load_checkpoint_file(path: str | Path, *, mmap: bool = True, map_location=None) -> dict:
     """``torch.load`` with ``weights_only=True`` whatever the environment says (an explicit argument
-    wins over ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD``); a failure is one FlightMindError naming the file."""
+    wins over ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD``); a failure is one FlightMindError naming the file.
+    A distributed (FSDP2) checkpoint directory: its ``meta.pt``, the part that is not tensors."""
     path = Path(path)
+    if is_distributed_checkpoint(path):
+        return load_checkpoint_file(path / DCP_METADATA, mmap=mmap, map_location=map_location)
     if path.is_dir():
         raise FlightMindError(f"checkpoint {path} is a directory: name a .ckpt written by `flightmind fit`")
     if not path.is_file():

@@ -24,7 +24,7 @@ from flightmind.errors import FlightMindError
 from flightmind.model import GPT, GPTConfig
 from flightmind.model.attention import kernel_used
 from flightmind.model.checkpoint import tokenizer_entry
-from flightmind.training.internals import is_logging_step, skip_update_on_device
+from flightmind.training.internals import ends_optimizer_step, is_logging_step, skip_update_on_device
 from flightmind.training.guards import GuardSettings, TrainingGuard
 from flightmind.training.optimizer import OptimizerSettings, configure_adamw
 from flightmind.training.parallel import ActivationCheckpointing, parallelize, set_gradient_sync
@@ -186,7 +186,7 @@ class CausalLM(L.LightningModule):
         # FSDP2: reduce-scatter once per optimizer step, not on every micro-batch. Lightning says which
         # micro-batch ends a step only through the private _should_accumulate (as is_logging_step reads
         # it); tests/training/test_fsdp2.py counts the reduce-scatters and fails if that changes.
-        set_gradient_sync(self.model, not self.trainer.fit_loop._should_accumulate())
+        set_gradient_sync(self.model, ends_optimizer_step(self.trainer))
         B, T = self.batch_shape(batch)
         self.flops_per_batch = self.flops_per_token(T) * B * T
 

@@ -62,6 +62,8 @@ class StepCheckpoint(ModelCheckpoint):
     # method of ModelCheckpoint (lightning 2.6); tests/training/test_checkpoints.py fails if it goes.
     @staticmethod
     def _link_checkpoint(trainer: L.Trainer, filepath: str, linkpath: str) -> None:
+        if os.path.isdir(filepath):  # a distributed (FSDP2) checkpoint is a directory: Lightning's symbolic link
+            return ModelCheckpoint._link_checkpoint(trainer, filepath, linkpath)
         if trainer.is_global_zero and os.path.abspath(filepath) != os.path.abspath(linkpath):
             link_or_copy(Path(filepath), Path(linkpath))
         trainer.strategy.barrier()

@@ -2,15 +2,24 @@
 API that would replace it. Lightning is pinned below 2.7 because of them, and
 tests/training/test_internals.py fails, naming the attribute, when an upgrade moves one.
 
-Elsewhere: ``TokenThroughputMonitor`` (callbacks.py) subclasses ThroughputMonitor and reads its
-counters (``_throughputs``, ``_t0s`` …), and ``FlightMindCLI._parse_ckpt_path`` (cli.py) overrides
-a private LightningCLI method; the same test covers both.
+Elsewhere, each with its own test: ``TokenThroughputMonitor`` (callbacks.py) reads ThroughputMonitor's
+counters (``_throughputs``, ``_t0s`` …) and ``FlightMindCLI._parse_ckpt_path`` (cli.py) overrides a
+private LightningCLI method (both: test_internals.py); ``StepCheckpoint._link_checkpoint``
+(checkpoints.py) overrides ModelCheckpoint's (test_checkpoints.py); ``MixedLoader`` stops its workers
+with the DataLoader iterator's ``_shutdown_workers`` (mixing.py); the memory planner and the attention
+log trace with ``torch.utils._python_dispatch.TorchDispatchMode`` (plan.py, attention.py); selective
+activation checkpointing wraps blocks with torch's ``_checkpoint.checkpoint_wrapper`` (parallel.py).
 """
 
 from __future__ import annotations
 
 import lightning as L
 import torch
+
+
+def ends_optimizer_step(trainer: L.Trainer) -> bool:
+    """True during the last micro-batch of an optimizer step (``FitLoop._should_accumulate``; no public API)."""
+    return not trainer.fit_loop._should_accumulate()
 
 
 def is_logging_step(trainer: L.Trainer) -> bool:
@@ -20,7 +29,7 @@ def is_logging_step(trainer: L.Trainer) -> bool:
     and whether Lightning will log it (``_LoggerConnector.should_update_logs``); Lightning's own
     ThroughputMonitor reads the same pair.
     """
-    return not trainer.fit_loop._should_accumulate() and trainer._logger_connector.should_update_logs
+    return ends_optimizer_step(trainer) and trainer._logger_connector.should_update_logs
 
 
 def skip_update_on_device(optimizer: torch.optim.Optimizer, found_inf: torch.Tensor) -> None:

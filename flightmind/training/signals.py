@@ -18,6 +18,7 @@ import lightning as L
 from lightning.pytorch.utilities import rank_zero_only
 
 from flightmind.training.checkpoints import StepCheckpoint
+from flightmind.training.internals import is_logging_step
 
 
 class Stopped(SystemExit):
@@ -29,10 +30,12 @@ class SaveOnSignal(L.Callback):
     Args:
         signals: the signals that save and stop (names, e.g. SIGTERM, SIGINT, SIGUSR1).
         check_every_n_steps: under several processes, how often ranks agree on stopping (each time one
-            small all-reduce that waits for the device); a single process checks every step for free.
+            small all-reduce that waits for the device); unset: on the optimizer steps Lightning logs,
+            which read the device anyway (a stop then waits at most ``log_every_n_steps`` steps). A
+            single process checks every step for free.
     """
 
-    def __init__(self, signals: tuple[str, ...] = ("SIGTERM", "SIGINT"), check_every_n_steps: int = 1) -> None:
+    def __init__(self, signals: tuple[str, ...] = ("SIGTERM", "SIGINT"), check_every_n_steps: int | None = None) -> None:
         self.signals = tuple(signals)
         self.check_every_n_steps = check_every_n_steps
         self.received: int | None = None
@@ -71,7 +74,8 @@ class SaveOnSignal(L.Callback):
             return  # mid-accumulation: the step is not finished
         stop = self.received is not None
         if trainer.world_size > 1:
-            if trainer.global_step % self.check_every_n_steps:
+            due = is_logging_step(trainer) if self.check_every_n_steps is None else not trainer.global_step % self.check_every_n_steps
+            if not due:
                 return
             stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
         if not stop:

@@ -58,7 +58,7 @@ def test_imported_llama_fine_tunes_with_the_smoke_config_and_exports_back(llama_
         "--model.init_args.base_checkpoint", tmp_path / "imported.ckpt",
         "--data.init_args.tokenizer_path", tmp_path / "imported.tokenizer.json",
         "--data.init_args.build_commands", 300, "--data.init_args.action_eval_records", 2,
-        "--trainer.max_steps", 4, "--val_every_n_steps", 4, "--checkpoint.every_n_train_steps", 4,
+        "--trainer.max_steps", 4, "--model.init_args.optimizer.warmup_steps", 1, "--val_every_n_steps", 4, "--checkpoint.every_n_train_steps", 4,
         cwd=tmp_path,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]

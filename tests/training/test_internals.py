@@ -28,6 +28,9 @@ def test_lightning_still_has_the_private_members_we_read():
     for name in ("_throughputs", "_t0s", "_batches", "_samples", "_lengths"):
         assert hasattr(monitor, name), f"ThroughputMonitor.{name} is gone"
     assert callable(getattr(monitor, "_compute", None)), "ThroughputMonitor._compute is gone"
+    from torch.utils.data.dataloader import _MultiProcessingDataLoaderIter
+
+    assert callable(getattr(_MultiProcessingDataLoaderIter, "_shutdown_workers", None)), "DataLoader's _shutdown_workers is gone"
 
 
 class Recorder(L.Callback):
