@@ -67,13 +67,16 @@ class GPTConfig:
 
         for name in ("depth", "vocab_size", "max_seq_len", "dim", "n_layer", "head_size", "n_head", "n_kv_head", "hidden_dim", "mlp_ratio"):
             positive(name, getattr(self, name))
-        resolve = lambda name, value: object.__setattr__(self, name, value) if getattr(self, name) is None else None  # noqa: E731
-        resolve("dim", 64 * self.depth)
-        resolve("n_layer", self.depth)
-        resolve("head_size", min(128, self.dim))
-        resolve("n_head", max(1, self.dim // self.head_size))
-        resolve("n_kv_head", self.n_head)
-        resolve("hidden_dim", self.mlp_ratio * self.dim)
+        def derive(name: str, value: int) -> None:  # an unset field takes the value depth implies
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, value)  # frozen: the dataclass's own way to fill a field
+
+        derive("dim", 64 * self.depth)
+        derive("n_layer", self.depth)
+        derive("head_size", min(128, self.dim))
+        derive("n_head", max(1, self.dim // self.head_size))
+        derive("n_kv_head", self.n_head)
+        derive("hidden_dim", self.mlp_ratio * self.dim)
         if self.n_head % self.n_kv_head:
             raise FlightMindError(
                 f"model.n_kv_head={self.n_kv_head} must divide model.n_head={self.n_head} (each key/value head serves "

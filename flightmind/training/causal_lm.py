@@ -8,6 +8,7 @@ its loss (``loss``, ``loss_weight``) and whatever it evaluates beyond the valida
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import lightning as L
@@ -322,8 +323,6 @@ class CausalLM(L.LightningModule):
                 )
 
     def _rebuild_with_vocab(self, vocab_size: int) -> None:
-        from dataclasses import replace
-
         if self.trainer.strategy.restore_checkpoint_after_setup:  # sharded strategies restore into built shards
             raise FlightMindError(
                 f"the checkpoint has {vocab_size:,} embedding rows: set model.shape.vocab_size: {vocab_size} to resume it"

@@ -169,8 +169,3 @@ def set_gradient_sync(model: nn.Module, sync: bool) -> None:
     if isinstance(model, FSDPModule):
         model.set_requires_gradient_sync(sync)
 
-
-def sharded(model: nn.Module) -> bool:
-    from torch.distributed.fsdp import FSDPModule
-
-    return isinstance(model, FSDPModule)
