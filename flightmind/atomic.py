@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterable
 from contextlib import contextmanager
@@ -95,11 +96,15 @@ def write_jsonl(path: str | Path, rows: Iterable[dict]) -> Path:
 
 
 def remove_leftovers(directory: str | Path) -> list[Path]:
-    """Delete temporary files an interrupted write left in ``directory``; return them."""
+    """Delete temporary files (and directories: a distributed checkpoint's) an interrupted write left
+    in ``directory``; return them."""
     directory = Path(directory)
     if not directory.is_dir():
         return []
-    leftovers = [p for p in directory.glob(f".*{TEMP_SUFFIX}") if p.is_file()]
+    leftovers = list(directory.glob(f".*{TEMP_SUFFIX}"))
     for p in leftovers:
-        p.unlink(missing_ok=True)
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
     return leftovers

@@ -7,7 +7,6 @@ so nothing here reads one except on the optimizer steps that Lightning logs.
 
 from __future__ import annotations
 
-import os
 import time
 
 import lightning as L
@@ -131,15 +130,6 @@ class StepProgressBar(TQDMProgressBar):
         return {**super().get_metrics(trainer, pl_module), **self._shown}
 
 
-class FinalCheckpoint(L.Callback):
-    """Writes ``final.ckpt`` beside the other checkpoints when training ends normally."""
-
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        dirpath = getattr(trainer.checkpoint_callback, "dirpath", None)
-        if dirpath is not None:
-            trainer.save_checkpoint(os.path.join(dirpath, "final.ckpt"), weights_only=False)
-
-
 def persistent_callbacks() -> list[L.Callback]:
     """The callbacks of every ``flightmind fit``, whatever ``trainer.callbacks`` a config lists."""
-    return [StepProgressBar(), LearningRateMonitor(logging_interval="step"), FinalCheckpoint()]
+    return [StepProgressBar(), LearningRateMonitor(logging_interval="step")]

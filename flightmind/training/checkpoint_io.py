@@ -5,6 +5,11 @@ directory, which is fsynced and renamed over the name (``flightmind.atomic``), w
 is; a name never holds a partial file, and a full disk ends the run with one line while the files
 already there stay intact. Loading: ``weights_only=True`` whatever the environment says, and one
 line naming the file when it fails.
+
+``asynchronous``: the save copies the checkpoint's tensors into host memory (pinned, reused from
+save to save) and returns; one background thread writes the copy, atomically as above, while
+training goes on. One save is in flight at a time; what depends on a save (linking ``last``) is
+queued behind it with ``then``; a failed save stops the run at the next step, save or exit.
 """
 
 from __future__ import annotations
@@ -12,11 +17,14 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import torch
 from lightning.fabric.plugins import TorchCheckpointIO
+from lightning_utilities.core.apply_func import apply_to_collection
 
 from flightmind.atomic import fsync_directory, temporary_path
 from flightmind.errors import FlightMindError
@@ -80,15 +88,98 @@ def _save_failure(path: Path, error: Exception, written: int) -> str:
     )
 
 
+class HostCopy:
+    """A point-in-time copy of a checkpoint's tensors in host memory (pinned when they are on a GPU),
+    the buffers reused from save to save: a run's checkpoints hold the same tensors each time.
+    Tensors that share storage (tied embeddings) share one copy, as ``torch.save`` stores them."""
+
+    def __init__(self) -> None:
+        self.buffers: list[torch.Tensor] = []
+
+    def __call__(self, checkpoint: dict) -> dict:
+        previous, self.buffers = self.buffers, []
+        copies: dict[tuple, torch.Tensor] = {}
+
+        def copy(tensor: torch.Tensor) -> torch.Tensor:
+            tensor = tensor.detach()
+            key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tensor.shape, tensor.stride(), tensor.dtype)
+            if key not in copies:
+                i = len(self.buffers)
+                reusable = i < len(previous) and previous[i].shape == tensor.shape and previous[i].dtype == tensor.dtype
+                buffer = previous[i] if reusable else torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=tensor.is_cuda)
+                copies[key] = buffer.copy_(tensor, non_blocking=tensor.is_cuda)
+                self.buffers.append(buffer)
+            return copies[key]
+
+        copied = apply_to_collection(checkpoint, torch.Tensor, copy)
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()  # the copies from the GPU are complete before the writer reads them
+        return copied
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning's ``TorchCheckpointIO`` with atomic saves in the checkpoint's directory and weights-only loads."""
+    """Lightning's ``TorchCheckpointIO`` with atomic saves in the checkpoint's directory and weights-only loads.
+
+    Args:
+        asynchronous: copy the checkpoint to host memory and write it in a background thread (see
+            the module's docstring); the copy costs host memory of one checkpoint's size.
+    """
+
+    def __init__(self, asynchronous: bool = False) -> None:
+        super().__init__()
+        self.asynchronous = asynchronous
+        self._executor: ThreadPoolExecutor | None = None
+        self._pending: list[Future] = []
+        self._copy = HostCopy()
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
         if storage_options is not None:
             raise TypeError(f"{type(self).__name__} takes no storage_options")
-        save_atomically(checkpoint, path)
+        if not self.asynchronous:
+            save_atomically(checkpoint, path)
+            return
+        self.wait()  # one save in flight: its host copy is the buffer this one reuses
+        self.then(save_atomically, self._copy(checkpoint), path)
+
+    def then(self, task: Callable, *args) -> None:
+        """Run ``task(*args)`` after the saves queued before it: at once when nothing is in flight."""
+        if not self.asynchronous:
+            task(*args)
+            return
+        self.raise_failure()
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint-writer")
+        self._pending.append(self._executor.submit(task, *args))
+
+    def track(self, future: Future) -> None:
+        """Count a save started elsewhere (a distributed checkpoint) as in flight."""
+        self._pending.append(future)
+
+    def raise_failure(self) -> None:
+        """Raise the error of a finished background task, if one failed; never waits."""
+        for future in [f for f in self._pending if f.done()]:
+            self._pending.remove(future)
+            future.result()
+
+    def wait(self) -> None:
+        """Block until every queued save and task is done; raise the first failure."""
+        pending, self._pending = self._pending, []
+        for future in pending:
+            future.result()
+
+    def remove_checkpoint(self, path) -> None:
+        self.then(super().remove_checkpoint, path)
+
+    def teardown(self) -> None:
+        try:
+            self.wait()
+        finally:
+            if self._executor is not None:
+                self._executor.shutdown(wait=True)
+                self._executor = None
 
     def load_checkpoint(self, path, map_location=None, weights_only: bool | None = None) -> dict[str, Any]:
+        self.wait()  # never read a checkpoint still being written
         # weights_only is True whatever the caller or TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD says. No mmap:
         # the optimizer state is updated in place after loading.
         checkpoint = load_checkpoint_file(path, mmap=False, map_location=map_location or (lambda storage, loc: storage))
@@ -98,3 +189,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 "to start from a model's weights, name it in model.init_args.base_checkpoint (fine-tuning)"
             )
         return checkpoint
+
+
+def checkpoint_writer(trainer) -> AtomicCheckpointIO | None:
+    """The run's ``AtomicCheckpointIO``, if its strategy writes through one."""
+    io = getattr(trainer.strategy, "checkpoint_io", None)
+    return io if isinstance(io, AtomicCheckpointIO) else None

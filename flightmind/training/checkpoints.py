@@ -1,9 +1,11 @@
-"""The run's checkpoints: ``step_N`` every N optimizer steps (the newest ``keep`` kept), ``last``
-as a hard link to the newest of them (no second write), a disk-space check at the start, and
-``--ckpt_path last`` resolved to the newest readable checkpoint.
+"""The run's checkpoints: ``step_N`` every N optimizer steps (the newest ``keep`` kept) and when
+training ends, ``last`` and ``final`` as hard links to one of them (a second name, never a second
+write), a disk-space check at the start, and ``--ckpt_path last`` resolved to the newest readable
+checkpoint.
 
-Files are written by ``AtomicCheckpointIO`` (checkpoint_io.py); temporary files an interrupted
-save left behind are removed when the next run starts.
+Files are written by ``AtomicCheckpointIO`` (checkpoint_io.py), in the background with
+``asynchronous``; links wait for the save they name. Temporary files and directories an
+interrupted save left behind are removed when the next run starts.
 """
 
 from __future__ import annotations
@@ -20,24 +22,54 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from flightmind.atomic import TEMP_SUFFIX, fsync_directory, remove_leftovers
 from flightmind.errors import FlightMindError
-from flightmind.model.checkpoint import load_checkpoint_file
-from flightmind.training.checkpoint_io import free_bytes, gigabytes
+from flightmind.model.checkpoint import is_distributed_checkpoint, load_checkpoint_file
+from flightmind.training.checkpoint_io import checkpoint_writer, free_bytes, gigabytes
 
 LAST = "last.ckpt"
+FINAL = "final.ckpt"
 ADAMW_BYTES = 8  # two fp32 moments per trained parameter
 OVERHEAD = 1_000_000  # loop state, hyperparameters, tokenizer
 
 
 def link_or_copy(source: Path, name: Path) -> None:
     """``name`` becomes a second name of ``source`` (a hard link), replacing it atomically; a copy
-    where the filesystem has no hard links."""
+    where the filesystem has no hard links. A distributed checkpoint (a directory) gets a directory
+    of hard links to its files: no name ever points into a directory that retention may delete."""
+    if name.exists() and os.path.samefile(source, name):
+        return  # already its name (renaming a hard link over its twin would do nothing, leaving the link)
     tmp = name.with_name(f".{name.name}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
-    try:
-        os.link(source, tmp)  # fails if tmp exists: never through a planted file
-    except OSError:
-        shutil.copyfile(source, tmp)
+    if not source.is_dir():
+        try:
+            os.link(source, tmp)  # fails if tmp exists: never through a planted file
+        except OSError:
+            shutil.copyfile(source, tmp)
+        os.replace(tmp, name)
+        fsync_directory(name.parent)
+        return
+    tmp.mkdir()
+    for file in source.iterdir():
+        try:
+            os.link(file, tmp / file.name)
+        except OSError:
+            shutil.copyfile(file, tmp / file.name)
+    fsync_directory(tmp)
+    replace_directory(tmp, name)
+
+
+def replace_directory(tmp: Path, name: Path) -> None:
+    """Rename the complete directory ``tmp`` to ``name``. A directory cannot be renamed over another:
+    the old one is first renamed aside (a crash between the two renames leaves ``name`` missing, and
+    ``--ckpt_path last`` takes the newest complete checkpoint) and then removed."""
+    old = None
+    if name.is_symlink() or name.is_file():
+        name.unlink()
+    elif name.is_dir():
+        old = name.with_name(f".{name.name}.{secrets.token_hex(4)}.old{TEMP_SUFFIX}")
+        os.replace(name, old)
     os.replace(tmp, name)
     fsync_directory(name.parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 class StepCheckpoint(ModelCheckpoint):
@@ -45,32 +77,42 @@ class StepCheckpoint(ModelCheckpoint):
 
     Args:
         keep: how many ``step_N`` checkpoints to keep, newest first (0 keeps all); ``best``,
-            ``final`` and ``last`` are separate files and always kept.
+            ``final`` and ``last`` are separate names and always kept.
+        asynchronous: write checkpoints in the background (``AtomicCheckpointIO(asynchronous=True)``):
+            a save holds training up only for the copy to host memory.
         **kwargs: ModelCheckpoint's arguments (dirpath, filename, every_n_train_steps, …).
     """
 
-    def __init__(self, keep: int = 5, **kwargs) -> None:
+    def __init__(self, keep: int = 5, asynchronous: bool = False, **kwargs) -> None:
         if keep < 0:
             raise FlightMindError(f"checkpoint.keep={keep}: give 0 (keep every step_N checkpoint) or a positive count")
         if kwargs.get("save_last") is not False:
             kwargs["save_last"] = "link"  # last.ckpt: a second name of the newest step_N, not a second write
         super().__init__(**kwargs)
         self.keep = keep
+        self.asynchronous = asynchronous
 
     # Lightning makes `last` a symbolic link (removed, then re-created). A hard link replaced by
-    # rename survives the retention of its step_N and is never missing. Overrides a private static
+    # rename survives the retention of its step_N and is never missing; with asynchronous saves it
+    # is made once the save it names is complete. Overrides a private static
     # method of ModelCheckpoint (lightning 2.6); tests/training/test_checkpoints.py fails if it goes.
     @staticmethod
     def _link_checkpoint(trainer: L.Trainer, filepath: str, linkpath: str) -> None:
-        if os.path.isdir(filepath):  # a distributed (FSDP2) checkpoint is a directory: Lightning's symbolic link
-            return ModelCheckpoint._link_checkpoint(trainer, filepath, linkpath)
         if trainer.is_global_zero and os.path.abspath(filepath) != os.path.abspath(linkpath):
-            link_or_copy(Path(filepath), Path(linkpath))
+            link_after_save(trainer, Path(filepath), Path(linkpath))
         trainer.strategy.barrier()
 
     # -- start: leftovers and disk space ------------------------------------------------------------
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
+        if self.asynchronous:
+            writer = checkpoint_writer(trainer)
+            if writer is None:
+                raise FlightMindError(
+                    f"checkpoint.asynchronous: true needs FlightMind's AtomicCheckpointIO, but the trainer saves with "
+                    f"{type(trainer.strategy.checkpoint_io).__name__}: remove that checkpoint plugin from trainer.plugins"
+                )
+            writer.asynchronous = True
         if stage == "fit" and trainer.is_global_zero and self.dirpath:
             removed = remove_leftovers(self.dirpath)
             if removed:
@@ -119,7 +161,19 @@ class StepCheckpoint(ModelCheckpoint):
     # -- retention ----------------------------------------------------------------------------------
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        writer = checkpoint_writer(trainer)
+        if writer is not None:
+            writer.raise_failure()  # a background save that failed stops the run at the next step
         self.prune(trainer)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """``step_N`` of the last step (unless already saved), with ``last`` and ``final`` its second names."""
+        if self.dirpath:
+            path = self.save_now(trainer)
+            if trainer.is_global_zero:
+                link_after_save(trainer, Path(path), Path(self.dirpath) / FINAL)
+            trainer.strategy.barrier()
+        super().on_train_end(trainer, pl_module)
 
     def on_validation_end(self, trainer, pl_module) -> None:
         super().on_validation_end(trainer, pl_module)
@@ -140,17 +194,31 @@ class StepCheckpoint(ModelCheckpoint):
             return []
         before, _, after = self.filename.partition("{step}")
         pattern = re.compile(re.escape(before) + r"(\d+)" + re.escape(after) + re.escape(self.FILE_EXTENSION))
-        found = [(m, p) for p in Path(self.dirpath).iterdir() if (m := pattern.fullmatch(p.name)) and p.is_file()]
+        found = [(m, p) for p in Path(self.dirpath).iterdir() if (m := pattern.fullmatch(p.name)) and is_checkpoint(p)]
         return sorted((int(m.group(1)), p) for m, p in found)
 
     def prune(self, trainer: L.Trainer) -> None:
         if not self.keep or not trainer.is_global_zero:
             return
-        last = Path(self.dirpath) / LAST
-        linked = last.resolve() if last.is_symlink() else None
         for _, path in self.step_files()[: -self.keep]:
-            if path.resolve() != linked:
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
                 path.unlink(missing_ok=True)
+
+
+def link_after_save(trainer: L.Trainer, source: Path, name: Path) -> None:
+    """``link_or_copy`` once the save of ``source`` is on disk (at once unless saves are asynchronous)."""
+    writer = checkpoint_writer(trainer)
+    if writer is None:
+        link_or_copy(source, name)
+    else:
+        writer.then(link_or_copy, source, name)
+
+
+def is_checkpoint(path: Path) -> bool:
+    """A ``.ckpt`` file or a complete distributed checkpoint directory (not a symbolic link)."""
+    return not path.is_symlink() and (path.is_file() or is_distributed_checkpoint(path))
 
 
 def estimate_checkpoint_bytes(pl_module: L.LightningModule, world_size: int = 1) -> int:
@@ -176,7 +244,7 @@ def resolve_last(dirpath: str | Path) -> str | None:
         return None
     last = directory / LAST
     others = sorted(
-        (p for p in directory.glob("*.ckpt") if p.name != LAST and p.is_file()),
+        (p for p in directory.glob("*.ckpt") if p.name != LAST and is_checkpoint(p)),
         key=lambda p: p.stat().st_mtime,
         reverse=True,
     )

@@ -17,6 +17,7 @@ import threading
 import lightning as L
 from lightning.pytorch.utilities import rank_zero_only
 
+from flightmind.training.checkpoint_io import checkpoint_writer
 from flightmind.training.checkpoints import StepCheckpoint
 from flightmind.training.internals import is_logging_step
 
@@ -87,6 +88,9 @@ class SaveOnSignal(L.Callback):
         else:
             path = os.path.join(trainer.default_root_dir, f"step_{trainer.global_step}.ckpt")
             trainer.save_checkpoint(path)
+        writer = checkpoint_writer(trainer)
+        if writer is not None:
+            writer.wait()  # an asynchronous save is on disk before the run says so and exits
         if trainer.is_global_zero:
             print(
                 f"flightmind: stopped by {signal.Signals(signum).name} after optimizer step {trainer.global_step}; "

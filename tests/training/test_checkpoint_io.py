@@ -7,6 +7,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import torch
 from flightmind.atomic import TEMP_SUFFIX, remove_leftovers
 from flightmind.errors import FlightMindError
 from flightmind.model.checkpoint import load_checkpoint_file
+from flightmind.training import checkpoint_io
 from flightmind.training.checkpoint_io import AtomicCheckpointIO
 
 REPO = Path(__file__).resolve().parents[2]
@@ -138,12 +140,14 @@ def test_a_full_disk_during_a_save_keeps_the_old_files_and_says_so_in_one_line(t
 SAVE_FOREVER = textwrap.dedent(
     """
     import sys, torch
-    from flightmind.training.checkpoint_io import AtomicCheckpointIO
-    io, directory = AtomicCheckpointIO(), sys.argv[1]
+    from flightmind.training import checkpoint_io
+from flightmind.training.checkpoint_io import AtomicCheckpointIO
+    io, directory = AtomicCheckpointIO(asynchronous=sys.argv[2] == "1"), sys.argv[1]
     for step in range(1, 10_000):
         checkpoint = {"global_step": step, "w": torch.full((4_000_000,), float(step))}  # 16 MB
         io.save_checkpoint(checkpoint, f"{directory}/step_{step % 3}.ckpt")
         io.save_checkpoint(checkpoint, f"{directory}/last.ckpt")
+        io.wait()
         print(step, flush=True)
     """
 )
@@ -155,6 +159,7 @@ def _filesystem(path: Path) -> int:
 
 @pytest.mark.slow
 def test_kill_9_during_saves_with_tmpdir_on_another_filesystem_never_leaves_a_partial_checkpoint(tmp_path):
+    """Synchronous and asynchronous saves alike."""
     shm = Path("/dev/shm")
     if not shm.is_dir() or _filesystem(shm) == _filesystem(tmp_path):
         pytest.skip("needs /dev/shm on another filesystem than the test's directory")
@@ -164,8 +169,9 @@ def test_kill_9_during_saves_with_tmpdir_on_another_filesystem_never_leaves_a_pa
     env = {**os.environ, "PYTHONPATH": str(REPO), "TMPDIR": str(tmpdir)}
     rng = random.Random(0)
     kills, leftovers_seen, loaded = 0, 0, 0
-    for _ in range(8):
-        child = subprocess.Popen([sys.executable, "-c", SAVE_FOREVER, str(ckpts)], env=env, stdout=subprocess.PIPE, text=True)
+    for kill in range(8):
+        asynchronous = str(kill % 2)  # every other child writes in a background thread
+        child = subprocess.Popen([sys.executable, "-c", SAVE_FOREVER, str(ckpts), asynchronous], env=env, stdout=subprocess.PIPE, text=True)
         child.stdout.readline()  # the first pair of saves is complete: imports are over
         time.sleep(rng.uniform(0.0, 0.6))  # somewhere inside a save
         child.send_signal(signal.SIGKILL)
@@ -182,3 +188,54 @@ def test_kill_9_during_saves_with_tmpdir_on_another_filesystem_never_leaves_a_pa
     assert leftovers_seen >= 1  # at least one kill landed inside a save
     assert not list(tmpdir.iterdir())  # nothing goes through $TMPDIR
     tmpdir.rmdir()
+
+
+def tied_checkpoint() -> dict:
+    embedding = torch.randn(64, 16)
+    return {
+        "global_step": 3,
+        "state_dict": {"wte.weight": embedding, "lm_head.weight": embedding, "norm.weight": torch.ones(16)},
+        "optimizer_states": [{"state": {0: {"exp_avg": torch.randn(64, 16), "step": torch.tensor(3.0)}}}],
+    }
+
+
+def test_an_asynchronous_save_writes_the_bytes_of_a_direct_save_of_the_state_at_the_call(tmp_path, monkeypatch):
+    gate = threading.Event()
+    write = checkpoint_io.save_atomically
+
+    def write_after_the_gate(*args):
+        assert gate.wait(10)
+        write(*args)
+
+    monkeypatch.setattr(checkpoint_io, "save_atomically", write_after_the_gate)
+    io = AtomicCheckpointIO(asynchronous=True)
+    for round in range(2):
+        gate.clear()  # the second save reuses the host buffers of the first
+        checkpoint = tied_checkpoint()
+        with open(tmp_path / f"direct_{round}.ckpt", "wb") as file:  # through a file object, as save_atomically
+            torch.save(checkpoint, file)
+        io.save_checkpoint(checkpoint, tmp_path / f"async_{round}.ckpt")
+        for tensor in (checkpoint["state_dict"]["wte.weight"], checkpoint["optimizer_states"][0]["state"][0]["exp_avg"]):
+            tensor.add_(1.0)  # training goes on before the thread writes: the file holds the state at the call
+        gate.set()
+        io.wait()
+        assert (tmp_path / f"async_{round}.ckpt").read_bytes() == (tmp_path / f"direct_{round}.ckpt").read_bytes()
+    loaded = load_checkpoint_file(tmp_path / "async_1.ckpt")
+    assert loaded["state_dict"]["wte.weight"].untyped_storage().data_ptr() == loaded["state_dict"]["lm_head.weight"].untyped_storage().data_ptr()
+    io.teardown()
+    assert not list(tmp_path.glob(f".*{TEMP_SUFFIX}"))
+
+
+def test_a_failed_asynchronous_save_is_one_line_at_the_next_save_and_at_teardown(tmp_path):
+    (tmp_path / "not_a_directory").write_text("a file where the checkpoint directory should be")
+    io = AtomicCheckpointIO(asynchronous=True)
+    io.save_checkpoint(tied_checkpoint(), tmp_path / "not_a_directory" / "step_1.ckpt")  # returns: the write is queued
+    with pytest.raises(FlightMindError, match=r"cannot write checkpoint .*not_a_directory/step_1.ckpt"):
+        io.save_checkpoint(tied_checkpoint(), tmp_path / "step_2.ckpt")
+    io.save_checkpoint(tied_checkpoint(), tmp_path / "not_a_directory" / "step_3.ckpt")
+    with pytest.raises(FlightMindError, match=r"step_3.ckpt"):
+        io.teardown()
+    linked = []
+    io.then(linked.append, "after")  # the executor is gone after teardown: a new one starts
+    io.wait()
+    assert linked == ["after"] and not list(tmp_path.glob(f"*{TEMP_SUFFIX}"))

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from flightmind.errors import FlightMindError
-from flightmind.training import checkpoints
+from flightmind.training import checkpoint_io, checkpoints
 from flightmind.training.checkpoints import StepCheckpoint, estimate_checkpoint_bytes, resolve_last
 from tests.training.tiny import durable_trainer, tiny_module_and_data
 
@@ -25,8 +25,32 @@ def test_retention_keeps_the_newest_5_step_checkpoints_and_last_is_a_hard_link_t
     assert names == ["final.ckpt", "last.ckpt"] + [f"step_{n}.ckpt" for n in range(4, 9)]
     last, newest = ckpts / "last.ckpt", ckpts / "step_8.ckpt"
     # StepCheckpoint._link_checkpoint replaces Lightning's symbolic link: this fails if the hook is renamed.
-    assert not last.is_symlink() and os.path.samefile(last, newest) and newest.stat().st_nlink == 2
+    assert not last.is_symlink() and os.path.samefile(last, newest) and os.path.samefile(ckpts / "final.ckpt", newest)
+    assert newest.stat().st_nlink == 3  # step_8, last, final: one file, written once
     assert torch.load(last, weights_only=True)["global_step"] == 8
+
+
+@pytest.mark.parametrize("asynchronous", [False, True])
+def test_the_end_of_training_saves_its_step_once_and_last_and_final_are_second_names(prepared_dir, tmp_path, monkeypatch, asynchronous):
+    writes = []
+    write = checkpoint_io.save_atomically
+    monkeypatch.setattr(checkpoint_io, "save_atomically", lambda checkpoint, path: (writes.append(Path(path).name), write(checkpoint, path)))
+    reference = tmp_path / "reference"
+    for directory, asynchronous_now in ((reference, False), (tmp_path / "run", asynchronous)):
+        trainer = durable_trainer(directory, max_steps=7, every=2, keep=0, asynchronous=asynchronous_now)
+        trainer.fit(*tiny_module_and_data(prepared_dir))
+    # max_steps 7 is no multiple of 2: step_7 is written at the end, once; last and final name it.
+    assert writes == ["step_2.ckpt", "step_4.ckpt", "step_6.ckpt", "step_7.ckpt"] * 2
+    run = tmp_path / "run"
+    assert sorted(p.name for p in run.iterdir()) == ["final.ckpt", "last.ckpt", "step_2.ckpt", "step_4.ckpt", "step_6.ckpt", "step_7.ckpt"]
+    assert os.path.samefile(run / "last.ckpt", run / "step_7.ckpt") and os.path.samefile(run / "final.ckpt", run / "step_7.ckpt")
+    for step in (2, 7):  # written in the background or not, each file holds the state of its step
+        ours, theirs = (torch.load(d / f"step_{step}.ckpt", weights_only=True) for d in (run, reference))
+        assert ours["global_step"] == theirs["global_step"] == step
+        for key, value in theirs["state_dict"].items():
+            assert torch.equal(ours["state_dict"][key], value), key
+        for ours_state, theirs_state in zip(ours["optimizer_states"][0]["state"].values(), theirs["optimizer_states"][0]["state"].values()):
+            assert all(torch.equal(ours_state[k], theirs_state[k]) for k in theirs_state)
 
 
 def test_keep_0_keeps_every_step_checkpoint(tmp_path):

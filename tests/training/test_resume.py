@@ -3,14 +3,13 @@
 import lightning as L
 import pytest
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
 
 from flightmind.model import GPTConfig
 from flightmind.training.optimizer import OptimizerSettings
 from flightmind.data.datamodule import PretrainDataModule
 from flightmind.data.mixing import aviation_count, exact_ratio
 from flightmind.errors import FlightMindError
-from flightmind.training.callbacks import FinalCheckpoint
+from flightmind.training.checkpoints import StepCheckpoint
 from flightmind.training.pretrain import PretrainModule
 
 MAX_STEPS = 8
@@ -51,15 +50,14 @@ def run(prepared_dir, ckpt_dir, ckpt_path=None, depth=2, num_workers=0, callback
         enable_model_summary=False,
         callbacks=[
             recorder,
-            ModelCheckpoint(
+            StepCheckpoint(
+                keep=0,
                 dirpath=ckpt_dir,
                 filename="step_{step}",
                 every_n_train_steps=MAX_STEPS // 2,
                 save_top_k=-1,
-                save_last=True,
                 auto_insert_metric_name=False,
             ),
-            FinalCheckpoint(),
             *callbacks,
         ],
     )

@@ -56,10 +56,10 @@ def test_a_signal_mid_step_saves_that_step_exits_nonzero_and_the_resume_is_loss_
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("devices", [1, 2], ids=["one process", "DDP, SIGTERM to rank 0 only"])
+@pytest.mark.parametrize("devices", [1, 2], ids=["one process", "DDP, SIGTERM to rank 0 only, asynchronous saves"])
 def test_sigterm_to_flightmind_fit_exits_143_with_a_checkpoint_that_last_resumes(prepared_dir, tmp_path, devices):
     config = tiny_config(tmp_path / "tiny.yaml", prepared_dir, tmp_path / "ckpts", max_steps=400, every=1000, shuffle=False)
-    ddp = ["--trainer.devices", "2", "--trainer.strategy", "ddp"] if devices == 2 else []
+    ddp = ["--trainer.devices", "2", "--trainer.strategy", "ddp", "--checkpoint.asynchronous", "true"] if devices == 2 else []
     env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
     child = subprocess.Popen(
         [sys.executable, "-m", "flightmind.cli", "fit", "-c", str(config), *ddp],

@@ -30,11 +30,10 @@ def tiny_config(path: Path, data_dir: Path, ckpt_dir: Path, *, max_steps: int = 
     return path
 
 
-def durable_trainer(ckpt_dir: Path, *, max_steps: int = 8, every: int = 2, keep: int = 5, callbacks=(), root=None):
+def durable_trainer(ckpt_dir: Path, *, max_steps: int = 8, every: int = 2, keep: int = 5, callbacks=(), root=None, asynchronous=False):
     """A Trainer as `flightmind fit` builds it for durability: AtomicCheckpointIO, StepCheckpoint, SaveOnSignal."""
     import lightning as L
 
-    from flightmind.training.callbacks import FinalCheckpoint
     from flightmind.training.checkpoint_io import AtomicCheckpointIO
     from flightmind.training.checkpoints import StepCheckpoint
     from flightmind.training.signals import SaveOnSignal
@@ -46,9 +45,8 @@ def durable_trainer(ckpt_dir: Path, *, max_steps: int = 8, every: int = 2, keep:
         plugins=[AtomicCheckpointIO()],
         callbacks=[
             *callbacks, SaveOnSignal(),
-            StepCheckpoint(keep=keep, dirpath=str(ckpt_dir), filename="step_{step}", every_n_train_steps=every,
+            StepCheckpoint(keep=keep, asynchronous=asynchronous, dirpath=str(ckpt_dir), filename="step_{step}", every_n_train_steps=every,
                            save_top_k=-1, auto_insert_metric_name=False, enable_version_counter=False),
-            FinalCheckpoint(),
         ],
     )
 
