@@ -8,7 +8,7 @@ GPU config with its own micro-batch AND accumulation (an optimizer step as the c
                  emulated RTX 4060 (the card capped at 8 GiB, torch.cuda.set_per_process_memory_fraction)
   d24 config     configs/h100x4_d24.yaml on one GPU: DDP (bucket views, 160 MB buckets), compiled per
                  block, 8 × 8, on an emulated H100 80GB
-  d32 config     configs/h100x4_d32.yaml on one GPU: FSDP2 (ModelParallelStrategy), compiled per
+  d32 config     configs/h100x4_d32.yaml on one GPU: FSDP2 (FSDP2Strategy), compiled per
                  block, 4 × 16; emulated H100 when the plan says one GPU can hold it, else the whole card
   d8 eager       the d8 config eagerly on the emulated RTX 4060: the planner says it does not fit
   d24 eager      the d24 config eagerly, if time is left
@@ -51,7 +51,7 @@ import lightning as L  # noqa: E402
 import torch  # noqa: E402
 from lightning.pytorch.callbacks import LearningRateMonitor  # noqa: E402
 from lightning.pytorch.loggers import CSVLogger  # noqa: E402
-from lightning.pytorch.strategies import DDPStrategy, ModelParallelStrategy  # noqa: E402
+from lightning.pytorch.strategies import DDPStrategy  # noqa: E402
 from torch.utils.data import DataLoader, Dataset  # noqa: E402
 
 import subprocess  # noqa: E402
@@ -60,6 +60,7 @@ from flightmind.model import GPTConfig  # noqa: E402
 from flightmind.model.attention import kernel_used  # noqa: E402
 from flightmind.training.budget import GPUS, gpu_for_device_name  # noqa: E402
 from flightmind.training.callbacks import TokenThroughputMonitor  # noqa: E402
+from flightmind.training.fsdp2 import FSDP2Strategy  # noqa: E402
 from flightmind.training.optimizer import OptimizerSettings  # noqa: E402
 from flightmind.training.parallel import ActivationCheckpointing  # noqa: E402
 from flightmind.training.plan import GiB, Setup, plan  # noqa: E402
@@ -83,8 +84,8 @@ def d24_strategy() -> DDPStrategy:
     return DDPStrategy(gradient_as_bucket_view=True, bucket_cap_mb=D24_CONFIG["bucket_cap_mb"])
 
 
-def d32_strategy() -> ModelParallelStrategy:
-    return ModelParallelStrategy(data_parallel_size=1, tensor_parallel_size=1)  # the config's FSDP2, on one GPU
+def d32_strategy() -> FSDP2Strategy:
+    return FSDP2Strategy(data_parallel_size=1, tensor_parallel_size=1)  # the config's FSDP2, on one GPU
 
 
 @dataclass

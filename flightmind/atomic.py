@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable
@@ -108,3 +109,44 @@ def remove_leftovers(directory: str | Path) -> list[Path]:
         else:
             p.unlink(missing_ok=True)
     return leftovers
+
+
+def link_or_copy(source: Path, name: Path) -> None:
+    """``name`` becomes a second name of ``source`` (a hard link), replacing it atomically; a copy
+    where the filesystem has no hard links. A distributed checkpoint (a directory) gets a directory
+    of hard links to its files: no name ever points into a directory that retention may delete."""
+    if name.exists() and os.path.samefile(source, name):
+        return  # already its name (renaming a hard link over its twin would do nothing, leaving the link)
+    tmp = name.with_name(f".{name.name}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
+    if not source.is_dir():
+        try:
+            os.link(source, tmp)  # fails if tmp exists: never through a planted file
+        except OSError:
+            shutil.copyfile(source, tmp)
+        os.replace(tmp, name)
+        fsync_directory(name.parent)
+        return
+    tmp.mkdir()
+    for file in source.iterdir():
+        try:
+            os.link(file, tmp / file.name)
+        except OSError:
+            shutil.copyfile(file, tmp / file.name)
+    fsync_directory(tmp)
+    replace_directory(tmp, name)
+
+
+def replace_directory(tmp: Path, name: Path) -> None:
+    """Rename the complete directory ``tmp`` to ``name``. A directory cannot be renamed over another:
+    the old one is first renamed aside (a crash between the two renames leaves ``name`` missing, and
+    ``--ckpt_path last`` takes the newest complete checkpoint) and then removed."""
+    old = None
+    if name.is_symlink() or name.is_file():
+        name.unlink()
+    elif name.is_dir():
+        old = name.with_name(f".{name.name}.{secrets.token_hex(4)}.old{TEMP_SUFFIX}")
+        os.replace(name, old)
+    os.replace(tmp, name)
+    fsync_directory(name.parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

@@ -12,64 +12,24 @@ from __future__ import annotations
 
 import os
 import re
-import secrets
 import shutil
 from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.strategies import ModelParallelStrategy
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
-from flightmind.atomic import TEMP_SUFFIX, fsync_directory, remove_leftovers
+from flightmind.atomic import link_or_copy, remove_leftovers
 from flightmind.errors import FlightMindError
 from flightmind.model.checkpoint import is_distributed_checkpoint, load_checkpoint_file
 from flightmind.training.checkpoint_io import checkpoint_writer, free_bytes, gigabytes
+from flightmind.training.fsdp2 import FSDP2Strategy
 
 LAST = "last.ckpt"
 FINAL = "final.ckpt"
 ADAMW_BYTES = 8  # two fp32 moments per trained parameter
 OVERHEAD = 1_000_000  # loop state, hyperparameters, tokenizer
-
-
-def link_or_copy(source: Path, name: Path) -> None:
-    """``name`` becomes a second name of ``source`` (a hard link), replacing it atomically; a copy
-    where the filesystem has no hard links. A distributed checkpoint (a directory) gets a directory
-    of hard links to its files: no name ever points into a directory that retention may delete."""
-    if name.exists() and os.path.samefile(source, name):
-        return  # already its name (renaming a hard link over its twin would do nothing, leaving the link)
-    tmp = name.with_name(f".{name.name}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
-    if not source.is_dir():
-        try:
-            os.link(source, tmp)  # fails if tmp exists: never through a planted file
-        except OSError:
-            shutil.copyfile(source, tmp)
-        os.replace(tmp, name)
-        fsync_directory(name.parent)
-        return
-    tmp.mkdir()
-    for file in source.iterdir():
-        try:
-            os.link(file, tmp / file.name)
-        except OSError:
-            shutil.copyfile(file, tmp / file.name)
-    fsync_directory(tmp)
-    replace_directory(tmp, name)
-
-
-def replace_directory(tmp: Path, name: Path) -> None:
-    """Rename the complete directory ``tmp`` to ``name``. A directory cannot be renamed over another:
-    the old one is first renamed aside (a crash between the two renames leaves ``name`` missing, and
-    ``--ckpt_path last`` takes the newest complete checkpoint) and then removed."""
-    old = None
-    if name.is_symlink() or name.is_file():
-        name.unlink()
-    elif name.is_dir():
-        old = name.with_name(f".{name.name}.{secrets.token_hex(4)}.old{TEMP_SUFFIX}")
-        os.replace(name, old)
-    os.replace(tmp, name)
-    fsync_directory(name.parent)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 class StepCheckpoint(ModelCheckpoint):
@@ -105,6 +65,11 @@ class StepCheckpoint(ModelCheckpoint):
     # -- start: leftovers and disk space ------------------------------------------------------------
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
+        if isinstance(trainer.strategy, ModelParallelStrategy) and not isinstance(trainer.strategy, FSDP2Strategy):
+            raise FlightMindError(
+                "trainer.strategy: Lightning's ModelParallelStrategy writes distributed checkpoints in place (a crash "
+                "mid-save leaves a partial one): use class_path flightmind.training.fsdp2.FSDP2Strategy (same arguments)"
+            )
         if self.asynchronous:
             writer = checkpoint_writer(trainer)
             if writer is None:
@@ -120,6 +85,10 @@ class StepCheckpoint(ModelCheckpoint):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_start(trainer, pl_module)
+        # The step a run starts at is on disk already (the checkpoint it resumes, or nothing at step 0).
+        # Lightning checks every micro-batch against global_step, so under accumulation a resumed run
+        # would write that checkpoint again on its first micro-batch. Private: see internals.py.
+        self._last_global_step_saved = trainer.global_step
         refusal = None
         if trainer.is_global_zero and self.dirpath:  # rank 0 writes the checkpoints
             try:

@@ -44,8 +44,13 @@ def test_the_end_of_training_saves_its_step_once_and_last_and_final_are_second_n
     run = tmp_path / "run"
     assert sorted(p.name for p in run.iterdir()) == ["final.ckpt", "last.ckpt", "step_2.ckpt", "step_4.ckpt", "step_6.ckpt", "step_7.ckpt"]
     assert os.path.samefile(run / "last.ckpt", run / "step_7.ckpt") and os.path.samefile(run / "final.ckpt", run / "step_7.ckpt")
-    for step in (2, 7):  # written in the background or not, each file holds the state of its step
-        ours, theirs = (torch.load(d / f"step_{step}.ckpt", weights_only=True) for d in (run, reference))
+    # A resumed run does not write the checkpoint it starts from again (Lightning would, under accumulation).
+    writes.clear()
+    trainer = durable_trainer(tmp_path / "resumed", max_steps=7, every=2, keep=0, asynchronous=asynchronous)
+    trainer.fit(*tiny_module_and_data(prepared_dir), ckpt_path=str(reference / "step_4.ckpt"))
+    assert writes == ["step_6.ckpt", "step_7.ckpt"]
+    for step, directory in ((2, run), (7, run), (7, tmp_path / "resumed")):  # each file holds the state of its step
+        ours, theirs = (torch.load(d / f"step_{step}.ckpt", weights_only=True) for d in (directory, reference))
         assert ours["global_step"] == theirs["global_step"] == step
         for key, value in theirs["state_dict"].items():
             assert torch.equal(ours["state_dict"][key], value), key

@@ -23,7 +23,7 @@ from tests.training.ddp_probe import launch
 REPO = Path(__file__).resolve().parents[2]
 STEPS, ACCUMULATE, MICRO_BATCH, SEQ_LEN = 3, 2, 2, 64
 FSDP2 = [
-    "--trainer.devices", "2", "--trainer.strategy", "lightning.pytorch.strategies.ModelParallelStrategy",
+    "--trainer.devices", "2", "--trainer.strategy", "flightmind.training.fsdp2.FSDP2Strategy",
     "--trainer.strategy.data_parallel_size", "2", "--trainer.strategy.tensor_parallel_size", "1",
 ]  # fmt: skip
 
@@ -77,6 +77,7 @@ def test_two_process_fsdp2_equals_one_process_with_the_same_global_batch(one_pro
     assert two_processes.probes[0]["sharded"].startswith("FSDP")  # fully_shard made the GPT an FSDPModule
     final = two_processes.checkpoints / "final.ckpt"
     assert is_distributed_checkpoint(final)
+    assert sorted(p.name for p in two_processes.checkpoints.iterdir()) == ["final.ckpt", "last.ckpt", "step_1.ckpt", "step_2.ckpt", "step_3.ckpt"]
     assert sorted(p.name for p in final.glob("*.distcp")) == ["__0_0.distcp", "__1_0.distcp"]
     reference, sharded = weights(one_process / "final.ckpt"), weights(final)
     assert list(sharded) == list(reference)
@@ -92,11 +93,18 @@ def test_gradients_are_reduce_scattered_once_per_optimizer_step(two_processes):
         assert probe["with_grad"] == [0, n] * STEPS, probe
 
 
-def test_resume_from_a_distributed_checkpoint_is_exact(prepared_dir, two_processes, tmp_path):
+def test_resume_from_a_distributed_checkpoint_is_exact_with_asynchronous_saves(prepared_dir, two_processes, tmp_path):
     step_2 = two_processes.checkpoints / "step_2.ckpt"
-    output = fsdp2_fit(prepared_dir, tmp_path, "--ckpt_path", str(step_2))
+    output = fsdp2_fit(prepared_dir, tmp_path, "--ckpt_path", str(step_2), "--checkpoint.asynchronous", "true")
     assert "Restored all states" in output
-    resumed, uninterrupted = weights(tmp_path / "checkpoints" / "fsdp2" / "final.ckpt"), weights(two_processes.checkpoints / "final.ckpt")
+    checkpoints = tmp_path / "checkpoints" / "fsdp2"
+    # final and last: directories of hard links to step_3's files, written once, in the background
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["final.ckpt", "last.ckpt", "step_3.ckpt"]
+    for name in ("final.ckpt", "last.ckpt"):
+        files = sorted(p.name for p in (checkpoints / name).iterdir())
+        assert files == sorted(p.name for p in (checkpoints / "step_3.ckpt").iterdir()) and "meta.pt" in files
+        assert all((checkpoints / name / f).samefile(checkpoints / "step_3.ckpt" / f) for f in files)
+    resumed, uninterrupted = weights(checkpoints / "final.ckpt"), weights(two_processes.checkpoints / "final.ckpt")
     for key, expected in uninterrupted.items():
         torch.testing.assert_close(resumed[key], expected, atol=1e-7, rtol=0, msg=key)
 

@@ -6,7 +6,7 @@ import inspect
 import lightning as L
 import pytest
 import torch
-from lightning.pytorch.callbacks import ThroughputMonitor
+from lightning.pytorch.callbacks import ModelCheckpoint, ThroughputMonitor
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loops import _FitLoop
 from lightning.pytorch.trainer.connectors.logger_connector.logger_connector import _LoggerConnector
@@ -28,6 +28,13 @@ def test_lightning_still_has_the_private_members_we_read():
     for name in ("_throughputs", "_t0s", "_batches", "_samples", "_lengths"):
         assert hasattr(monitor, name), f"ThroughputMonitor.{name} is gone"
     assert callable(getattr(monitor, "_compute", None)), "ThroughputMonitor._compute is gone"
+    checkpoint = ModelCheckpoint()
+    for name in ("_save_topk_checkpoint", "_save_last_checkpoint", "_monitor_candidates", "_link_checkpoint"):
+        assert callable(getattr(checkpoint, name, None)), f"ModelCheckpoint.{name} is gone"
+    for name in ("_last_global_step_saved", "_last_checkpoint_saved"):
+        assert hasattr(checkpoint, name), f"ModelCheckpoint.{name} is gone"
+    # on_train_batch_end still skips a step already saved (StepCheckpoint.on_train_start relies on it)
+    assert "self._last_global_step_saved == trainer.global_step" in inspect.getsource(ModelCheckpoint._should_skip_saving_checkpoint)
     from torch.utils.data.dataloader import _MultiProcessingDataLoaderIter
 
     assert callable(getattr(_MultiProcessingDataLoaderIter, "_shutdown_workers", None)), "DataLoader's _shutdown_workers is gone"

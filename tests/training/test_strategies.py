@@ -9,6 +9,7 @@ from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
 
 from flightmind.model import GPTConfig
 from flightmind.cli import instantiate_config
+from flightmind.training.fsdp2 import FSDP2Strategy
 from flightmind.training.pretrain import PretrainModule
 
 REPO = Path(__file__).resolve().parents[2]
@@ -17,9 +18,10 @@ REPO = Path(__file__).resolve().parents[2]
 def test_d32_config_shards_with_fsdp2_and_compiles_per_block():
     model, data, trainer = instantiate_config("-c", str(REPO / "configs" / "h100x4_d32.yaml"))
     strategy = trainer.strategy
-    assert isinstance(strategy, ModelParallelStrategy)  # FSDP2: fully_shard in configure_model (training/parallel.py)
+    # FSDP2: fully_shard in configure_model (training/parallel.py); atomic distributed checkpoints (fsdp2.py)
+    assert isinstance(strategy, FSDP2Strategy) and isinstance(strategy, ModelParallelStrategy)
     assert (strategy._data_parallel_size, strategy._tensor_parallel_size) == (4, 1) and trainer.devices == 4
-    assert strategy._save_distributed_checkpoint  # a shard per GPU, written in parallel
+    assert strategy._save_distributed_checkpoint and strategy.sharded_checkpoints  # a shard per GPU, written in parallel
     assert trainer.gradient_clip_val == 1.0 and trainer.precision == "bf16-mixed"
     assert model.config.depth == 32 and data.batch_size == 4 and model.compile_model
     assert model.activation_checkpointing.mode == "none"  # flightmind plan: ≈ 45 GiB per GPU without it
