@@ -64,12 +64,12 @@ class StepCheckpoint(ModelCheckpoint):
 
     # -- start: leftovers and disk space ------------------------------------------------------------
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        super().setup(trainer, pl_module, stage)
         if isinstance(trainer.strategy, ModelParallelStrategy) and not isinstance(trainer.strategy, FSDP2Strategy):
             raise FlightMindError(
                 "trainer.strategy: Lightning's ModelParallelStrategy writes distributed checkpoints in place (a crash "
                 "mid-save leaves a partial one): use class_path flightmind.training.fsdp2.FSDP2Strategy (same arguments)"
             )
+        super().setup(trainer, pl_module, stage)
         if self.asynchronous:
             writer = checkpoint_writer(trainer)
             if writer is None:
@@ -95,6 +95,8 @@ class StepCheckpoint(ModelCheckpoint):
                 self.check_disk(trainer, pl_module)
             except FlightMindError as e:
                 refusal = str(e)
+            if self.asynchronous:
+                self.check_host_memory(trainer, pl_module)
         refusal = trainer.strategy.broadcast(refusal, src=0)  # every rank stops, none waits for the others
         if refusal:
             raise FlightMindError(refusal)
@@ -125,6 +127,18 @@ class StepCheckpoint(ModelCheckpoint):
                 f"checkpoints in {directory} will need about {gigabytes(needed)} ({self.checkpoints_kept(trainer)} files "
                 f"of {gigabytes(size)}: checkpoint.keep={self.keep} step_N, best, final, one being written) but "
                 f"{gigabytes(free)} are free: lower checkpoint.keep or free space before the disk fills mid-run"
+            )
+
+    def check_host_memory(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Asynchronous saves hold a copy of the checkpoint in host memory: warn when it may not fit."""
+        size = estimate_checkpoint_bytes(pl_module, trainer.world_size)
+        if isinstance(trainer.strategy, FSDP2Strategy) and trainer.strategy.sharded_checkpoints:
+            size //= max(trainer.num_nodes, 1)  # every rank copies its shard: a node holds its ranks' share
+        available = available_host_memory()
+        if available is not None and size > 0.5 * available:
+            rank_zero_warn(
+                f"checkpoint.asynchronous: each save copies about {gigabytes(size)} into host memory per node and "
+                f"{gigabytes(available)} are available: set checkpoint.asynchronous false if the machine runs short"
             )
 
     # -- retention ----------------------------------------------------------------------------------
@@ -174,6 +188,18 @@ class StepCheckpoint(ModelCheckpoint):
                 shutil.rmtree(path, ignore_errors=True)
             else:
                 path.unlink(missing_ok=True)
+
+
+def available_host_memory() -> int | None:
+    """MemAvailable of /proc/meminfo in bytes (None where there is none)."""
+    try:
+        with open("/proc/meminfo") as file:
+            for line in file:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
 
 
 def link_after_save(trainer: L.Trainer, source: Path, name: Path) -> None:

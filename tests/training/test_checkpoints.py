@@ -2,6 +2,7 @@
 --ckpt_path last falls back to the newest readable checkpoint, and the disk is checked at the start."""
 
 import os
+import warnings
 from pathlib import Path
 
 import pytest
@@ -56,6 +57,16 @@ def test_the_end_of_training_saves_its_step_once_and_last_and_final_are_second_n
             assert torch.equal(ours["state_dict"][key], value), key
         for ours_state, theirs_state in zip(ours["optimizer_states"][0]["state"].values(), theirs["optimizer_states"][0]["state"].values()):
             assert all(torch.equal(ours_state[k], theirs_state[k]) for k in theirs_state)
+
+
+def test_lightnings_model_parallel_strategy_is_refused_for_its_in_place_distributed_checkpoints():
+    from types import SimpleNamespace
+
+    from lightning.pytorch.strategies import ModelParallelStrategy
+
+    trainer = SimpleNamespace(strategy=ModelParallelStrategy(data_parallel_size=1, tensor_parallel_size=1))
+    with pytest.raises(FlightMindError, match=r"trainer.strategy: .*use class_path flightmind.training.fsdp2.FSDP2Strategy"):
+        StepCheckpoint().setup(trainer, None, "fit")
 
 
 def test_keep_0_keeps_every_step_checkpoint(tmp_path):
@@ -127,6 +138,15 @@ def test_the_disk_check_refuses_when_one_checkpoint_cannot_fit_and_warns_when_al
     monkeypatch.setattr(checkpoints, "free_bytes", lambda directory: size * 3)
     with pytest.warns(UserWarning, match=r"will need about .* \(8 files of .*checkpoint.keep=5"):
         callback.check_disk(Trainer(), module)
+    # asynchronous saves: a host copy of one checkpoint, warned about above half the available memory
+    Trainer.strategy, Trainer.num_nodes = None, 1
+    monkeypatch.setattr(checkpoints, "available_host_memory", lambda: size)
+    with pytest.warns(UserWarning, match=r"checkpoint.asynchronous: each save copies about .* into host memory"):
+        callback.check_host_memory(Trainer(), module)
+    monkeypatch.setattr(checkpoints, "available_host_memory", lambda: 2 * size + 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning below half
+        callback.check_host_memory(Trainer(), module)
 
 
 @pytest.mark.slow
