@@ -17,7 +17,7 @@ from typing import Optional
 import lightning as L
 import yaml
 from lightning.fabric.plugins import CheckpointIO
-from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
+from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -26,7 +26,7 @@ from flightmind.errors import FlightMindError
 from flightmind.model.checkpoint import load_checkpoint_file
 from flightmind.training.callbacks import TokenThroughputMonitor, persistent_callbacks
 from flightmind.training.checkpoint_io import AtomicCheckpointIO
-from flightmind.training.checkpoints import StepCheckpoint, resolve_last
+from flightmind.training.checkpoints import BestCheckpoint, StepCheckpoint, resolve_last
 from flightmind.training.samples import SampleGeneration
 from flightmind.training.settings import check_settings
 from flightmind.training.signals import SaveOnSignal
@@ -125,8 +125,8 @@ class FlightMindCLI(LightningCLI):
         )
         # SIGTERM/SIGINT: finish the optimizer step, save step_N, exit 143/130.
         parser.add_lightning_class_args(SaveOnSignal, "signals")
-        # best.ckpt: lowest validation loss, in the same directory.
-        parser.add_lightning_class_args(ModelCheckpoint, "best_checkpoint")
+        # best.ckpt: lowest validation loss, in the same directory (a link to step_N saved at its step).
+        parser.add_lightning_class_args(BestCheckpoint, "best_checkpoint")
         parser.set_defaults(
             {
                 "best_checkpoint.filename": "best",

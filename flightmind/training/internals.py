@@ -8,7 +8,8 @@ private LightningCLI method (both: test_internals.py); ``StepCheckpoint._link_ch
 (checkpoints.py) overrides ModelCheckpoint's (test_checkpoints.py), and ``StepCheckpoint`` saves on
 demand and at the end through ModelCheckpoint's ``_save_topk_checkpoint``, ``_save_last_checkpoint``,
 ``_monitor_candidates``, ``_last_global_step_saved`` and ``_last_checkpoint_saved`` (no public
-"save now"; test_internals.py); ``MixedLoader`` stops its workers
+"save now"); ``BestCheckpoint`` overrides ModelCheckpoint's ``_save_checkpoint`` to link instead
+of writing (test_internals.py); ``MixedLoader`` stops its workers
 with the DataLoader iterator's ``_shutdown_workers`` (mixing.py); the memory planner and the attention
 log trace with ``torch.utils._python_dispatch.TorchDispatchMode`` (plan.py, attention.py); selective
 activation checkpointing wraps blocks with torch's ``_checkpoint.checkpoint_wrapper`` (parallel.py).

@@ -10,7 +10,7 @@ import torch
 
 from flightmind.errors import FlightMindError
 from flightmind.training import checkpoint_io, checkpoints
-from flightmind.training.checkpoints import StepCheckpoint, estimate_checkpoint_bytes, resolve_last
+from flightmind.training.checkpoints import BestCheckpoint, StepCheckpoint, estimate_checkpoint_bytes, resolve_last
 from tests.training.tiny import durable_trainer, tiny_module_and_data
 
 
@@ -19,15 +19,17 @@ def test_retention_keeps_the_newest_5_step_checkpoints_and_last_is_a_hard_link_t
     ckpts = tmp_path / "ckpts"
     ckpts.mkdir()
     (ckpts / ".step_9.ckpt.x1y2.fmtmp").write_bytes(b"PK\x03\x04 the unfinished save of a killed run")
-    trainer = durable_trainer(ckpts, max_steps=8, every=1, keep=5)
+    best = BestCheckpoint(dirpath=str(ckpts), filename="best", monitor="val/loss", save_top_k=1, enable_version_counter=False)
+    trainer = durable_trainer(ckpts, max_steps=8, every=1, keep=5, callbacks=[best])  # validates after step 8
     module, data = tiny_module_and_data(prepared_dir)
     trainer.fit(module, data)
     names = sorted(p.name for p in ckpts.iterdir())  # the leftover is gone too
-    assert names == ["final.ckpt", "last.ckpt"] + [f"step_{n}.ckpt" for n in range(4, 9)]
+    assert names == ["best.ckpt", "final.ckpt", "last.ckpt"] + [f"step_{n}.ckpt" for n in range(4, 9)]
     last, newest = ckpts / "last.ckpt", ckpts / "step_8.ckpt"
     # StepCheckpoint._link_checkpoint replaces Lightning's symbolic link: this fails if the hook is renamed.
     assert not last.is_symlink() and os.path.samefile(last, newest) and os.path.samefile(ckpts / "final.ckpt", newest)
-    assert newest.stat().st_nlink == 3  # step_8, last, final: one file, written once
+    assert os.path.samefile(ckpts / "best.ckpt", newest)  # validated at a saved step: linked, not written again
+    assert newest.stat().st_nlink == 4  # step_8, last, final, best: one file, written once
     assert torch.load(last, weights_only=True)["global_step"] == 8
 
 

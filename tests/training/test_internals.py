@@ -29,10 +29,12 @@ def test_lightning_still_has_the_private_members_we_read():
         assert hasattr(monitor, name), f"ThroughputMonitor.{name} is gone"
     assert callable(getattr(monitor, "_compute", None)), "ThroughputMonitor._compute is gone"
     checkpoint = ModelCheckpoint()
-    for name in ("_save_topk_checkpoint", "_save_last_checkpoint", "_monitor_candidates", "_link_checkpoint"):
+    for name in ("_save_topk_checkpoint", "_save_last_checkpoint", "_monitor_candidates", "_link_checkpoint", "_save_checkpoint"):
         assert callable(getattr(checkpoint, name, None)), f"ModelCheckpoint.{name} is gone"
     for name in ("_last_global_step_saved", "_last_checkpoint_saved"):
         assert hasattr(checkpoint, name), f"ModelCheckpoint.{name} is gone"
+    # every write of a ModelCheckpoint still goes through _save_checkpoint (BestCheckpoint links there)
+    assert "trainer.save_checkpoint(" in inspect.getsource(ModelCheckpoint._save_checkpoint)
     # on_train_batch_end still skips a step already saved (StepCheckpoint.on_train_start relies on it)
     assert "self._last_global_step_saved == trainer.global_step" in inspect.getsource(ModelCheckpoint._should_skip_saving_checkpoint)
     from torch.utils.data.dataloader import _MultiProcessingDataLoaderIter
