@@ -123,11 +123,17 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     Args:
         asynchronous: copy the checkpoint to host memory and write it in a background thread (see
             the module's docstring); the copy costs host memory of one checkpoint's size.
+
+    Under several processes ``StepCheckpoint`` sets ``defer_failures``: a failed save or link (rank
+    0 writes alone) is kept in ``failure`` instead of raised inside Lightning's save, where the
+    other ranks wait at a barrier; the ranks then stop together at their next common check.
     """
 
     def __init__(self, asynchronous: bool = False) -> None:
         super().__init__()
         self.asynchronous = asynchronous
+        self.defer_failures = False
+        self.failure: BaseException | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._pending: list[Future] = []
         self._copy = HostCopy()
@@ -135,37 +141,49 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
         if storage_options is not None:
             raise TypeError(f"{type(self).__name__} takes no storage_options")
-        if not self.asynchronous:
-            save_atomically(checkpoint, path)
-            return
-        self.wait()  # one save in flight: its host copy is the buffer this one reuses
-        self.then(save_atomically, self._copy(checkpoint), path)
+        if self.asynchronous:
+            self.settle(block=True)  # one save in flight: its host copy is the buffer this one reuses
+            checkpoint = self._copy(checkpoint)
+        self.then(save_atomically, checkpoint, path)
 
     def then(self, task: Callable, *args) -> None:
-        """Run ``task(*args)`` after the saves queued before it: at once when nothing is in flight."""
+        """Run ``task(*args)`` after the saves queued before it: at once unless saves are asynchronous."""
         if not self.asynchronous:
-            task(*args)
+            try:
+                task(*args)
+            except Exception as e:
+                self._failed(e)
             return
-        self.raise_failure()
+        self.settle(block=False)
         if self._executor is None:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint-writer")
         self._pending.append(self._executor.submit(task, *args))
 
     def track(self, future: Future) -> None:
-        """Count a save started elsewhere (a distributed checkpoint) as in flight."""
+        """Count a save started elsewhere (a distributed checkpoint's shard) as in flight."""
         self._pending.append(future)
 
-    def raise_failure(self) -> None:
-        """Raise the error of a finished background task, if one failed; never waits."""
-        for future in [f for f in self._pending if f.done()]:
-            self._pending.remove(future)
-            future.result()
+    def settle(self, block: bool = False) -> None:
+        """Collect the background tasks that are done (``block``: all of them, waiting); a failure is
+        raised, or kept in ``failure`` under ``defer_failures``."""
+        for future in list(self._pending):
+            if block or future.done():
+                self._pending.remove(future)
+                error = future.exception()
+                if error is not None:
+                    self._failed(error)
+
+    def _failed(self, error: BaseException) -> None:
+        if not self.defer_failures:
+            raise error
+        self.failure = self.failure or error
 
     def wait(self) -> None:
-        """Block until every queued save and task is done; raise the first failure."""
-        pending, self._pending = self._pending, []
-        for future in pending:
-            future.result()
+        """Block until every queued save and task is done; raise the first failure, kept ones included."""
+        self.settle(block=True)
+        if self.failure is not None:
+            failure, self.failure = self.failure, None
+            raise failure
 
     def remove_checkpoint(self, path) -> None:
         self.then(super().remove_checkpoint, path)

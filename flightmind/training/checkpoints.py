@@ -25,6 +25,7 @@ from flightmind.errors import FlightMindError
 from flightmind.model.checkpoint import is_distributed_checkpoint, load_checkpoint_file
 from flightmind.training.checkpoint_io import checkpoint_writer, free_bytes, gigabytes
 from flightmind.training.fsdp2 import FSDP2Strategy
+from flightmind.training.internals import is_logging_step
 
 LAST = "last.ckpt"
 FINAL = "final.ckpt"
@@ -70,8 +71,10 @@ class StepCheckpoint(ModelCheckpoint):
                 "mid-save leaves a partial one): use class_path flightmind.training.fsdp2.FSDP2Strategy (same arguments)"
             )
         super().setup(trainer, pl_module, stage)
+        writer = checkpoint_writer(trainer)
+        if writer is not None:
+            writer.defer_failures = trainer.world_size > 1  # see check_saves
         if self.asynchronous:
-            writer = checkpoint_writer(trainer)
             if writer is None:
                 raise FlightMindError(
                     f"checkpoint.asynchronous: true needs FlightMind's AtomicCheckpointIO, but the trainer saves with "
@@ -144,10 +147,24 @@ class StepCheckpoint(ModelCheckpoint):
     # -- retention ----------------------------------------------------------------------------------
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
-        writer = checkpoint_writer(trainer)
-        if writer is not None:
-            writer.raise_failure()  # a background save that failed stops the run at the next step
+        self.check_saves(trainer)
         self.prune(trainer)
+
+    def check_saves(self, trainer: L.Trainer) -> None:
+        """Stop the run when a save failed: one process at the next step; several together, on the
+        optimizer steps Lightning logs (which read the device anyway), with one small all-reduce."""
+        writer = checkpoint_writer(trainer)
+        if writer is None:
+            return
+        if trainer.world_size == 1:
+            writer.settle()  # raises
+            return
+        if not is_logging_step(trainer):
+            return
+        writer.settle()  # keeps
+        if trainer.strategy.reduce_boolean_decision(writer.failure is not None, all=False):
+            failure, writer.failure = writer.failure, None
+            raise FlightMindError(str(failure) if failure else "a checkpoint save failed on another rank: its line says why")
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """``step_N`` of the last step (unless already saved), with ``last`` and ``final`` its second names."""

@@ -41,7 +41,7 @@ class FSDP2Strategy(ModelParallelStrategy):
         path = Path(self.broadcast(str(filepath)))
         writer = self.checkpoint_io if isinstance(self.checkpoint_io, AtomicCheckpointIO) else None
         if writer is not None:
-            writer.wait()  # this rank's previous shard is on disk (and its host copy free)
+            writer.settle(block=True)  # this rank's previous shard is on disk (and its host copy free)
         tmp = None
         if self.global_rank == 0:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -56,9 +56,12 @@ class FSDP2Strategy(ModelParallelStrategy):
             else:
                 writer.track(future)
             return
-        dcp.save(shards, checkpoint_id=tmp)
+        dcp.save(shards, checkpoint_id=tmp)  # a failure on any rank raises on every rank
         if self.global_rank == 0:
-            finish_distributed_checkpoint(checkpoint, tmp, path)
+            if writer is None:
+                finish_distributed_checkpoint(checkpoint, tmp, path)
+            else:  # a failure of rank 0 alone is kept for the ranks' common check, not raised at a barrier
+                writer.then(finish_distributed_checkpoint, checkpoint, tmp, path)
 
     def checkpoint_group(self) -> dist.ProcessGroup | None:
         """A gloo group for the background save's collectives (created once, by every rank)."""

@@ -2,6 +2,8 @@
 --ckpt_path last falls back to the newest readable checkpoint, and the disk is checked at the start."""
 
 import os
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -11,7 +13,8 @@ import torch
 from flightmind.errors import FlightMindError
 from flightmind.training import checkpoint_io, checkpoints
 from flightmind.training.checkpoints import BestCheckpoint, StepCheckpoint, estimate_checkpoint_bytes, resolve_last
-from tests.training.tiny import durable_trainer, tiny_module_and_data
+from tests.helpers import REPO
+from tests.training.tiny import durable_trainer, tiny_config, tiny_module_and_data
 
 
 @pytest.mark.slow
@@ -69,6 +72,24 @@ def test_lightnings_model_parallel_strategy_is_refused_for_its_in_place_distribu
     trainer = SimpleNamespace(strategy=ModelParallelStrategy(data_parallel_size=1, tensor_parallel_size=1))
     with pytest.raises(FlightMindError, match=r"trainer.strategy: .*use class_path flightmind.training.fsdp2.FSDP2Strategy"):
         StepCheckpoint().setup(trainer, None, "fit")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("asynchronous", ["false", "true"])
+def test_a_save_failing_on_rank_0_alone_stops_every_ddp_rank_with_its_line(prepared_dir, tmp_path, asynchronous):
+    # Rank 0 writes alone while the others wait at Lightning's barrier: raising there would hang them.
+    config = tiny_config(tmp_path / "tiny.yaml", prepared_dir, tmp_path / "ckpts", max_steps=12, every=2, shuffle=False)
+    command = [
+        sys.executable, "-m", "flightmind.cli", "fit", "-c", str(config), "--trainer.devices", "2", "--trainer.strategy", "ddp",
+        "--checkpoint.asynchronous", asynchronous, "--trainer.callbacks+=tests.training.failing_save.FailOnRankZero",
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 2, result.stderr[-3000:]
+    lines = [line for line in result.stderr.splitlines() if line.startswith("flightmind: error:")]
+    assert any("cannot write checkpoint" in line and "step_2.ckpt: No space left on device (injected)" in line for line in lines), result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "ckpts" / "step_2.ckpt").exists() and not (tmp_path / "ckpts" / "final.ckpt").exists()
 
 
 def test_keep_0_keeps_every_step_checkpoint(tmp_path):
