@@ -137,18 +137,25 @@ def test_a_full_disk_during_a_save_keeps_the_old_files_and_says_so_in_one_line(t
             subprocess.run(["umount", str(disk)])
 
 
-SAVE_FOREVER = textwrap.dedent(
+FORK_SAVERS = textwrap.dedent(
     """
-    import sys, torch
-    from flightmind.training import checkpoint_io
-from flightmind.training.checkpoint_io import AtomicCheckpointIO
-    io, directory = AtomicCheckpointIO(asynchronous=sys.argv[2] == "1"), sys.argv[1]
-    for step in range(1, 10_000):
-        checkpoint = {"global_step": step, "w": torch.full((4_000_000,), float(step))}  # 16 MB
-        io.save_checkpoint(checkpoint, f"{directory}/step_{step % 3}.ckpt")
-        io.save_checkpoint(checkpoint, f"{directory}/last.ckpt")
-        io.wait()
-        print(step, flush=True)
+    import os, sys, torch
+    from flightmind.training.checkpoint_io import AtomicCheckpointIO
+    directory = sys.argv[1]
+    for line in sys.stdin:  # one saver per line; "1": asynchronous
+        pid = os.fork()
+        if pid == 0:
+            io = AtomicCheckpointIO(asynchronous=line.strip() == "1")
+            for step in range(1, 10_000):
+                checkpoint = {"global_step": step, "w": torch.full((4_000_000,), float(step))}  # 16 MB
+                io.save_checkpoint(checkpoint, f"{directory}/step_{step % 3}.ckpt")
+                io.save_checkpoint(checkpoint, f"{directory}/last.ckpt")
+                io.wait()
+                print("step", step, flush=True)
+            os._exit(0)
+        print("pid", pid, flush=True)
+        os.waitpid(pid, 0)  # until the test kills it
+        print("reaped", flush=True)
     """
 )
 
@@ -169,13 +176,20 @@ def test_kill_9_during_saves_with_tmpdir_on_another_filesystem_never_leaves_a_pa
     env = {**os.environ, "PYTHONPATH": str(REPO), "TMPDIR": str(tmpdir)}
     rng = random.Random(0)
     kills, leftovers_seen, loaded = 0, 0, 0
+    # One process imports torch once and forks a saver per kill: 8 kills cost 8 forks, not 8 imports.
+    forks = subprocess.Popen([sys.executable, "-c", FORK_SAVERS, str(ckpts)], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     for kill in range(8):
-        asynchronous = str(kill % 2)  # every other child writes in a background thread
-        child = subprocess.Popen([sys.executable, "-c", SAVE_FOREVER, str(ckpts), asynchronous], env=env, stdout=subprocess.PIPE, text=True)
-        child.stdout.readline()  # the first pair of saves is complete: imports are over
+        forks.stdin.write(f"{kill % 2}\n")  # every other saver writes in a background thread
+        forks.stdin.flush()
+        pid, saved = None, False
+        while pid is None or not saved:  # the saver runs and its first pair of saves is complete
+            line = forks.stdout.readline().split()
+            pid = int(line[1]) if line[0] == "pid" else pid
+            saved = saved or line[0] == "step"
         time.sleep(rng.uniform(0.0, 0.6))  # somewhere inside a save
-        child.send_signal(signal.SIGKILL)
-        child.wait()
+        os.kill(pid, signal.SIGKILL)
+        while forks.stdout.readline().strip() != "reaped":
+            pass
         kills += 1
         leftovers_seen += len(list(ckpts.glob(f".*{TEMP_SUFFIX}")))
         for path in ckpts.glob("*.ckpt"):
@@ -184,6 +198,8 @@ def test_kill_9_during_saves_with_tmpdir_on_another_filesystem_never_leaves_a_pa
             loaded += 1
         remove_leftovers(ckpts)  # what the next run does at its start
         assert not list(ckpts.glob(f".*{TEMP_SUFFIX}"))
+    forks.stdin.close()
+    assert forks.wait(timeout=60) == 0
     assert kills == 8 and loaded >= 8
     assert leftovers_seen >= 1  # at least one kill landed inside a save
     assert not list(tmpdir.iterdir())  # nothing goes through $TMPDIR
