@@ -7,10 +7,9 @@ Every kind of saved model is read here and nowhere else:
   under ``tokenizer`` (``{"json", "sha256"}``, see ``tokenizer_entry``; ``PretrainModule`` and so
   ``FinetuneModule`` copy it in). A LoRA fine-tune adds ``lora`` (r, alpha, targets), and its
   adapters' tensors are among the weights;
-- a torch distributed checkpoint directory from ``flightmind fit`` under FSDP2 (Lightning's
-  ``ModelParallelStrategy``): one ``__R_0.distcp`` shard file per rank, DCP's ``.metadata``, and
-  ``meta.pt`` holding everything else a ``.ckpt`` holds (``model_config``, ``tokenizer``, ``lora`` …);
-  its weights are gathered into one state dict on the CPU, in one process;
+- a torch distributed checkpoint directory from ``flightmind fit`` under FSDP2 (its format and safe
+  reading: ``distributed_checkpoint.py``); its weights are gathered into one state dict on the CPU,
+  in one process;
 - a directory from ``flightmind export --format flightmind``: ``model.safetensors`` (the plain GPT's
   keys), ``config.json`` (``{"format": "flightmind-gpt", "model_config": …}``) and ``tokenizer.json``;
 - a Hugging Face Llama directory (``flightmind export``'s default format, or a downloaded model), read
@@ -37,6 +36,7 @@ from torch import nn
 from flightmind.contracts import load_tokenizer, tokenizer_hash
 from flightmind.errors import FlightMindError
 from flightmind.model.config import GPTConfig
+from flightmind.model.distributed_checkpoint import DCP_METADATA, check_index, is_distributed_checkpoint
 from flightmind.model.gpt import GPT
 from flightmind.model.lora import apply_lora, merge_lora_weights
 
@@ -90,15 +90,9 @@ class SavedModel:
     global_step: int | None
 
 
-DCP_METADATA = "meta.pt"  # Lightning's name for the non-tensor part of a distributed checkpoint
-
-
-def is_distributed_checkpoint(path: Path) -> bool:
-    return path.is_dir() and (path / DCP_METADATA).is_file() and (path / ".metadata").is_file()
-
-
 def _load_distributed(path: Path, weights: bool) -> dict:
     """A DCP directory as the dict a .ckpt file holds (its ``state_dict`` only when ``weights``)."""
+    check_index(path)
     try:
         checkpoint = torch.load(path / DCP_METADATA, map_location="cpu", weights_only=True)
         if "model_config" not in checkpoint:
@@ -159,6 +153,7 @@ def load_checkpoint_file(path: str | Path, *, mmap: bool = True, map_location=No
     A distributed (FSDP2) checkpoint directory: its ``meta.pt``, the part that is not tensors."""
     path = Path(path)
     if is_distributed_checkpoint(path):
+        check_index(path)
         return load_checkpoint_file(path / DCP_METADATA, mmap=mmap, map_location=map_location)
     if path.is_dir():
         raise FlightMindError(f"checkpoint {path} is a directory: name a .ckpt written by `flightmind fit`")

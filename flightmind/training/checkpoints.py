@@ -22,7 +22,8 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from flightmind.atomic import link_or_copy, remove_leftovers
 from flightmind.errors import FlightMindError
-from flightmind.model.checkpoint import is_distributed_checkpoint, load_checkpoint_file
+from flightmind.model.checkpoint import load_checkpoint_file
+from flightmind.model.distributed_checkpoint import is_distributed_checkpoint
 from flightmind.training.checkpoint_io import checkpoint_writer, free_bytes, gigabytes
 from flightmind.training.fsdp2 import FSDP2Strategy
 from flightmind.training.internals import is_logging_step

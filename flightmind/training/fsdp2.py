@@ -21,7 +21,7 @@ import torch.distributed.checkpoint as dcp
 from lightning.pytorch.strategies import ModelParallelStrategy
 
 from flightmind.atomic import TEMP_SUFFIX, fsync_directory, replace_directory
-from flightmind.model.checkpoint import DCP_METADATA
+from flightmind.model.distributed_checkpoint import DCP_METADATA
 from flightmind.training.checkpoint_io import AtomicCheckpointIO, save_atomically
 
 

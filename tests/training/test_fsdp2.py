@@ -17,7 +17,8 @@ import pytest
 import torch
 
 from flightmind.cli import main
-from flightmind.model.checkpoint import is_distributed_checkpoint, load_trained, read_saved
+from flightmind.model.checkpoint import load_trained, read_saved
+from flightmind.model.distributed_checkpoint import is_distributed_checkpoint
 from tests.training.ddp_probe import launch
 
 REPO = Path(__file__).resolve().parents[2]

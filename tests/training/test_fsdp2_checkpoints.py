@@ -9,7 +9,7 @@ import torch.distributed.checkpoint as dcp
 
 from flightmind.atomic import TEMP_SUFFIX, remove_leftovers
 from flightmind.errors import FlightMindError
-from flightmind.model.checkpoint import DCP_METADATA, is_distributed_checkpoint
+from flightmind.model.distributed_checkpoint import DCP_METADATA, is_distributed_checkpoint
 from flightmind.training import fsdp2
 from flightmind.training.checkpoint_io import AtomicCheckpointIO
 from flightmind.training.fsdp2 import FSDP2Strategy
