@@ -6,9 +6,11 @@ What the stage adds to the causal-LM core (causal_lm.py): the model's shape from
 
 from __future__ import annotations
 
+from dataclasses import fields, replace
+
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torchmetrics import SumMetric
 
 from flightmind.contracts import IGNORE_INDEX
@@ -20,6 +22,25 @@ from flightmind.training.causal_lm import CausalLM
 from flightmind.training.guards import GuardSettings
 from flightmind.training.optimizer import OptimizerSettings
 from flightmind.training.parallel import ActivationCheckpointing
+
+
+def shape_to_continue(init_from: str, configured: GPTConfig | None) -> GPTConfig:
+    """The shape of the checkpoint ``init_from`` names, with the configured runtime settings
+    (``GPTConfig.RUNTIME_FIELDS``); configured shape fields it overrides are named in a warning."""
+    saved = read_model_config(init_from)
+    if configured is None:
+        return saved
+    ignored = [
+        f"{f.name}={getattr(configured, f.name)!r} (the checkpoint's: {getattr(saved, f.name)!r})"
+        for f in fields(GPTConfig)
+        if f.name not in GPTConfig.RUNTIME_FIELDS and getattr(configured, f.name) not in (None, getattr(saved, f.name))
+    ]
+    if ignored:
+        rank_zero_warn(
+            f"model.init_args.init_from {init_from}: training continues with the checkpoint's shape; "
+            f"model.init_args.shape's {', '.join(ignored)} {'is' if len(ignored) == 1 else 'are'} ignored"
+        )
+    return replace(saved, **{name: getattr(configured, name) for name in GPTConfig.RUNTIME_FIELDS})
 
 
 class PretrainModule(CausalLM):
@@ -45,10 +66,10 @@ class PretrainModule(CausalLM):
                 schedule and the step count start afresh: to resume a run, use ``--ckpt_path`` instead.
         """
         super().__init__(optimizer, guard, compile, activation_checkpointing)
-        shape = shape or GPTConfig()
         self.init_from = init_from
         if init_from is not None:  # the checkpoint's shape, not the config's
-            shape = read_model_config(init_from)
+            shape = shape_to_continue(init_from, shape)
+        shape = shape or GPTConfig()
         # Plain values only: checkpoints are read with weights_only=True.
         self.save_hyperparameters({"shape": shape.to_dict(), "optimizer": vars(optimizer), "guard": vars(guard),
                                    "compile": compile, "activation_checkpointing": vars(ActivationCheckpointing.of(activation_checkpointing)),

@@ -3,6 +3,7 @@ logits, fine-tunes and pretrains further with the usual configs, and exports bac
 
 import json
 import shutil
+from dataclasses import replace
 
 import pytest
 import torch
@@ -14,6 +15,7 @@ from flightmind.data.chat import ChatTemplate, Message  # noqa: E402
 from flightmind.errors import FlightMindError  # noqa: E402
 from flightmind.export import export  # noqa: E402
 from flightmind.interop.import_hf import import_hf, tokenizer_path  # noqa: E402
+from flightmind.model import GPTConfig  # noqa: E402
 from flightmind.model.checkpoint import build_model, read_checkpoint  # noqa: E402
 from tests.helpers import flightmind  # noqa: E402
 from tests.interop.helpers import random_llama  # noqa: E402
@@ -85,6 +87,10 @@ def test_imported_llama_continues_pretraining(llama_dir, tmp_path, prepared_dir)
     import_hf(tmp_path / "llama", tmp_path / "imported.ckpt")
     module = PretrainModule(init_from=str(tmp_path / "imported.ckpt"), optimizer=OptimizerSettings(max_lr=1e-3, warmup_steps=1))
     assert module.config == read_checkpoint(tmp_path / "imported.ckpt").config
+    # A shape in the config (a base config's d8) is ignored, said by name; runtime settings still apply.
+    with pytest.warns(UserWarning, match=r"training continues with the checkpoint's shape; model.init_args.shape's depth=8 \(the checkpoint's: 2\), .*dim=512 \(the checkpoint's: 96\).* are ignored"):
+        configured = PretrainModule(init_from=str(tmp_path / "imported.ckpt"), shape=GPTConfig(depth=8, attention="math"))
+    assert configured.config == replace(module.config, attention="math")
     data = PretrainDataModule(data_dir=str(prepared_dir), seq_len=64, batch_size=4, num_workers=0)
     trainer = L.Trainer(
         accelerator="cpu", devices=1, precision="32-true", max_steps=3, logger=False, enable_checkpointing=False,
