@@ -66,7 +66,7 @@ def test_smoke_run_logs_samples_of_the_spec_prompts(smoke_run):
 def test_val_every_n_steps_counts_optimizer_steps_whatever_the_accumulation(tmp_path, monkeypatch, capsys):
     import lightning as L
 
-    from flightmind.cli import FlightMindCLI
+    from flightmind.training.lightning_cli import FlightMindCLI
 
     args = ["-c", REPO / "configs" / "smoke.yaml", "--val_every_n_steps", "3", "--trainer.accumulate_grad_batches", "4"]
     cli = FlightMindCLI(

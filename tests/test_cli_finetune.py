@@ -89,7 +89,7 @@ def test_generate_reads_the_finetuned_checkpoint_and_its_export_alike(finetune_r
 
 @pytest.mark.slow
 def test_logged_action_accuracy_is_what_the_final_weights_score(finetune_run, monkeypatch):
-    from flightmind.cli import instantiate_config
+    from flightmind.training.lightning_cli import instantiate_config
 
     cwd, _ = finetune_run
     monkeypatch.chdir(cwd)
@@ -140,7 +140,7 @@ def test_synth_commands_same_seed_same_file(tmp_path, monkeypatch, capsys):
 def test_d24_config_is_the_specs_setup(capsys):
     import yaml
 
-    from flightmind.cli import lightning_cli
+    from flightmind.training.lightning_cli import lightning_cli
     from flightmind.model import GPT, GPTConfig
     from flightmind.model.lora import apply_lora, count_parameters, mark_only_lora_as_trainable
 

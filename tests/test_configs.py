@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from flightmind.cli import expand_config_bases, instantiate_config
+from flightmind.training.lightning_cli import expand_config_bases, instantiate_config
 from flightmind.errors import FlightMindError
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from lightning.pytorch.strategies import DDPStrategy, ModelParallelStrategy
 
-from flightmind.cli import instantiate_config
+from flightmind.training.lightning_cli import instantiate_config
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))

@@ -116,7 +116,7 @@ def report(budget: Budget, mfu: float | None = None, price_per_hour: float | Non
 
 def from_config(path: str, gpu: GPU) -> Budget:
     """The budget of the run a ``flightmind fit`` config describes: its shape, steps, tokens per step and GPUs."""
-    from flightmind.cli import instantiate_config
+    from flightmind.training.lightning_cli import instantiate_config
 
     model, data, trainer = instantiate_config("-c", path)
     gpus = int(trainer.devices) * int(trainer.num_nodes)

@@ -3,7 +3,7 @@ API that would replace it. Lightning is pinned below 2.7 because of them, and
 tests/training/test_internals.py fails, naming the attribute, when an upgrade moves one.
 
 Elsewhere, each with its own test: ``TokenThroughputMonitor`` (callbacks.py) reads ThroughputMonitor's
-counters (``_throughputs``, ``_t0s`` …) and ``FlightMindCLI._parse_ckpt_path`` (cli.py) overrides a
+counters (``_throughputs``, ``_t0s`` …) and ``FlightMindCLI._parse_ckpt_path`` (lightning_cli.py) overrides a
 private LightningCLI method (both: test_internals.py); ``StepCheckpoint._link_checkpoint``
 (checkpoints.py) overrides ModelCheckpoint's (test_checkpoints.py), and ``StepCheckpoint`` saves on
 demand and at the end through ModelCheckpoint's ``_save_topk_checkpoint``, ``_save_last_checkpoint``,

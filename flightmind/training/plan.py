@@ -267,7 +267,7 @@ def plan(setup: Setup, gpu: GPU | None, memory_bytes: float | None = None, mfu: 
 
 def setup_from(model, data, trainer) -> Setup:
     """The plan's inputs from what the CLI built: the LightningModule, the datamodule and the
-    Trainer (or the Trainer's arguments, as ``flightmind.cli.instantiate_config`` returns them)."""
+    Trainer (or the Trainer's arguments, as ``flightmind.training.lightning_cli.instantiate_config`` returns them)."""
     from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy, ModelParallelStrategy
 
     get = trainer.get if hasattr(trainer, "get") else (lambda name: getattr(trainer, name, None))
@@ -380,7 +380,7 @@ TABLE_HEADER = [
 
 def table_row(config_path: str) -> str:
     """The README's line for a shipped config, planned on the card its file name names."""
-    from flightmind.cli import instantiate_config
+    from flightmind.training.lightning_cli import instantiate_config
 
     setup = setup_from(*instantiate_config("-c", config_path))
     gpu = gpu_named(None, config_path)
@@ -406,7 +406,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from flightmind.cli import instantiate_config
+    from flightmind.training.lightning_cli import instantiate_config
 
     if args.table:
         print(table_row(args.config))

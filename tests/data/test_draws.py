@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from flightmind.cli import instantiate_config
+from flightmind.training.lightning_cli import instantiate_config
 from flightmind.data.draws import plan_draws, validation_coverage
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"

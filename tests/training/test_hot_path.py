@@ -9,7 +9,7 @@ import pytest
 import json
 from pathlib import Path
 
-from flightmind.cli import lightning_cli
+from flightmind.training.lightning_cli import lightning_cli
 from flightmind.training.pretrain import PretrainModule
 from tests.training.ddp_probe import LAUNCHERS, launch
 from tests.training.device_reads import ReadsPerMicroBatch, record_reads

@@ -113,7 +113,7 @@ def test_per_block_compile_keeps_the_ddp_graph_whole_where_a_whole_model_compile
 
 
 def test_the_d24_config_buckets_hold_a_whole_block():
-    from flightmind.cli import instantiate_config
+    from flightmind.training.lightning_cli import instantiate_config
 
     model, _, trainer = instantiate_config("-c", str(REPO / "configs" / "h100x4_d24.yaml"))
     assert trainer.strategy._ddp_kwargs["bucket_cap_mb"] >= block_gradient_mb(model.config)

@@ -64,7 +64,7 @@ def test_largest_micro_batch_and_refusal_with_the_fix():
 def test_fit_plans_before_the_trainer_runs_on_a_gpu(monkeypatch):
     from lightning.pytorch.accelerators import CUDAAccelerator
 
-    from flightmind.cli import FlightMindCLI
+    from flightmind.training.lightning_cli import FlightMindCLI
 
     seen = {}
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: SimpleNamespace(total_memory=4 * GiB))

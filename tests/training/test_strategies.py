@@ -8,7 +8,7 @@ import torch
 from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
 
 from flightmind.model import GPTConfig
-from flightmind.cli import instantiate_config
+from flightmind.training.lightning_cli import instantiate_config
 from flightmind.training.fsdp2 import FSDP2Strategy
 from flightmind.training.pretrain import PretrainModule
 
