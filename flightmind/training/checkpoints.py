@@ -106,11 +106,12 @@ class StepCheckpoint(ModelCheckpoint):
             raise FlightMindError(refusal)
 
     def checkpoints_kept(self, trainer: L.Trainer) -> int:
-        """How many full checkpoint files the run holds at once (last is a link)."""
+        """How many full checkpoint files the run holds at once (last and final are links to a step_N;
+        best is one too when it was saved at a step_N, but keeps its space once retention removes that)."""
         every = self._every_n_train_steps or 0
         saves = (trainer.max_steps // every if every and trainer.max_steps and trainer.max_steps > 0 else 1)
         steps = min(self.keep, saves) if self.keep else saves
-        return steps + 3  # best, final, and the temporary file of the save in progress
+        return steps + 2  # best, and the temporary file of the save in progress
 
     def check_disk(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         size = estimate_checkpoint_bytes(pl_module, trainer.world_size)
@@ -129,7 +130,7 @@ class StepCheckpoint(ModelCheckpoint):
         if needed > free + existing:
             rank_zero_warn(
                 f"checkpoints in {directory} will need about {gigabytes(needed)} ({self.checkpoints_kept(trainer)} files "
-                f"of {gigabytes(size)}: checkpoint.keep={self.keep} step_N, best, final, one being written) but "
+                f"of {gigabytes(size)}: checkpoint.keep={self.keep} step_N, best, one being written) but "
                 f"{gigabytes(free)} are free: lower checkpoint.keep or free space before the disk fills mid-run"
             )
 

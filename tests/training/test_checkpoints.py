@@ -159,7 +159,7 @@ def test_the_disk_check_refuses_when_one_checkpoint_cannot_fit_and_warns_when_al
     with pytest.raises(FlightMindError, match=r"not enough disk for even one checkpoint in .*: each takes about"):
         callback.check_disk(Trainer(), module)
     monkeypatch.setattr(checkpoints, "free_bytes", lambda directory: size * 3)
-    with pytest.warns(UserWarning, match=r"will need about .* \(8 files of .*checkpoint.keep=5"):
+    with pytest.warns(UserWarning, match=r"will need about .* \(7 files of .*checkpoint.keep=5"):
         callback.check_disk(Trainer(), module)
     # asynchronous saves: a host copy of one checkpoint, warned about above half the available memory
     Trainer.strategy, Trainer.num_nodes = None, 1
