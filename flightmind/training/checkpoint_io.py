@@ -9,7 +9,8 @@ line naming the file when it fails.
 ``asynchronous``: the save copies the checkpoint's tensors into host memory (pinned, reused from
 save to save) and returns; one background thread writes the copy, atomically as above, while
 training goes on. One save is in flight at a time; what depends on a save (linking ``last``) is
-queued behind it with ``then``; a failed save stops the run at the next step, save or exit.
+queued behind it with ``then``; a failed save stops the run at the next step, save or exit
+(under several processes all ranks together, on the next logged step: see ``defer_failures``).
 """
 
 from __future__ import annotations
