@@ -4,6 +4,12 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# One intra-op thread per process, set before torch is imported (here, and inherited by every
+# subprocess and rank): the suite's processes share 2 cores with DataLoader workers, other ranks and
+# other jobs, and two OpenMP threads that must meet at every op's barrier slow down several-fold as soon
+# as one of them waits for a core (a 2-worker smoke run: 95 s at 2 threads, 24 s at 1, load 3.8).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 SHARED_DATA = Path(os.environ.get("FLIGHTMIND_SHARED_DATA") or REPO.parent / "shared" / "data")  # a worktree may set it
 
 

@@ -7,6 +7,11 @@ from pathlib import Path
 
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+# Imported here, at collection, not first inside a test: Lightning gives its logger a StreamHandler
+# on the sys.stderr of its import, and a test's capsys stream is closed when that test ends (the
+# next test to log through it would print "--- Logging error ---").
+from flightmind.cli import main as _cli_main  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -25,11 +30,9 @@ def flightmind_here(*args, cwd, monkeypatch, capsys):
     an object with returncode, stdout and stderr like `flightmind`'s."""
     from types import SimpleNamespace
 
-    from flightmind.cli import main
-
     monkeypatch.chdir(cwd)
     capsys.readouterr()
-    code = main([str(a) for a in args])
+    code = _cli_main([str(a) for a in args])
     out = capsys.readouterr()
     return SimpleNamespace(returncode=code, stdout=out.out, stderr=out.err)
 

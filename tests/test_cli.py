@@ -1,4 +1,6 @@
-"""The public commands, run as a user runs them: `flightmind …` in a subprocess."""
+"""The public commands, run as a user runs them: the smoke run as `flightmind …` in a subprocess, the
+commands on its outputs through `flightmind.cli.main` in this process (the same code path, without
+a fresh interpreter's start-up)."""
 
 import math
 
@@ -7,7 +9,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from flightmind.training.samples import SPEC_PROMPTS
-from tests.helpers import REPO, flightmind, flightmind_here, scalars
+from tests.helpers import REPO, flightmind_here, scalars
 
 
 @pytest.mark.slow
@@ -81,26 +83,31 @@ def test_val_every_n_steps_counts_optimizer_steps_whatever_the_accumulation(tmp_
 
 
 @pytest.mark.slow
-def test_test_command_reports_held_out_loss_perplexity_tokens_and_bits_per_byte(smoke_run, tmp_path):
+def test_test_command_reports_held_out_loss_perplexity_tokens_and_bits_per_byte(smoke_run, tmp_path, monkeypatch, capsys, caplog):
+    import logging
+
+    caplog.set_level(logging.INFO)  # the summary line is Lightning's rank_zero_info
     cwd, _ = smoke_run
     held_out = tmp_path / "held_out.jsonl"
     held_out.write_text('{"text": "METAR KORD 121651Z 27012KT 10SM BKN040 M05/M12 A3021"}\n{"text": "Cleared to land runway 28."}\n')
-    result = flightmind(
+    result = flightmind_here(
         "test", "-c", REPO / "configs" / "smoke.yaml", "--ckpt_path", cwd / "checkpoints" / "smoke" / "step_20.ckpt",
-        "--data.init_args.data_dir", cwd / "data" / "demo", "--data.init_args.test_file", held_out, cwd=tmp_path,
+        "--data.init_args.data_dir", cwd / "data" / "demo", "--data.init_args.test_file", held_out,
+        cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    output = result.stdout + result.stderr
+    output = result.stdout + result.stderr + caplog.text
     for name in ("test/loss", "test/ppl", "test/tokens", "test/bits_per_byte"):
         assert name in output
     assert "held-out set: 2 documents" in output
 
 
 @pytest.mark.slow
-def test_resume_from_last_continues_at_the_saved_step(smoke_run):
+def test_resume_from_last_continues_at_the_saved_step(smoke_run, monkeypatch, capsys):
     cwd, _ = smoke_run
-    result = flightmind(
-        "fit", "-c", REPO / "configs" / "smoke.yaml", "--ckpt_path", "last", "--trainer.max_steps", "22", cwd=cwd
+    result = flightmind_here(
+        "fit", "-c", REPO / "configs" / "smoke.yaml", "--ckpt_path", "last", "--trainer.max_steps", "22",
+        cwd=cwd, monkeypatch=monkeypatch, capsys=capsys,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     final = torch.load(cwd / "checkpoints" / "smoke" / "final.ckpt", weights_only=True)
@@ -110,10 +117,11 @@ def test_resume_from_last_continues_at_the_saved_step(smoke_run):
 
 
 @pytest.mark.slow
-def test_resume_with_another_depth_is_one_clear_error(smoke_run):
+def test_resume_with_another_depth_is_one_clear_error(smoke_run, monkeypatch, capsys):
     cwd, _ = smoke_run
-    result = flightmind(
-        "fit", "-c", REPO / "configs" / "smoke.yaml", "--ckpt_path", "last", "--model.init_args.shape.depth", "2", cwd=cwd
+    result = flightmind_here(
+        "fit", "-c", REPO / "configs" / "smoke.yaml", "--ckpt_path", "last", "--model.init_args.shape.depth", "2",
+        cwd=cwd, monkeypatch=monkeypatch, capsys=capsys,
     )
     assert result.returncode == 2
     assert "Traceback" not in result.stderr

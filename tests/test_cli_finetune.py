@@ -1,4 +1,5 @@
-"""LoRA fine-tuning through the public commands: fit, test, export and synth-commands."""
+"""LoRA fine-tuning through the public commands: fit (the README's fine-tune, in a subprocess), test,
+export and synth-commands (in this process, through `flightmind.cli.main`)."""
 
 import json
 import shutil
@@ -45,15 +46,15 @@ def test_smoke_finetune_trains_the_adapters_and_its_masked_loss_falls(finetune_r
 
 
 @pytest.mark.slow
-def test_finetuned_checkpoint_tests_and_exports_to_a_plain_gpt(finetune_run):
+def test_finetuned_checkpoint_tests_and_exports_to_a_plain_gpt(finetune_run, monkeypatch, capsys):
     cwd, _ = finetune_run
     ckpt = cwd / "checkpoints" / "finetune_smoke" / "final.ckpt"
-    tested = flightmind("test", "-c", CONFIG, "--ckpt_path", ckpt, cwd=cwd)
+    tested = flightmind_here("test", "-c", CONFIG, "--ckpt_path", ckpt, cwd=cwd, monkeypatch=monkeypatch, capsys=capsys)
     assert tested.returncode == 0, tested.stderr[-3000:]
     for metric in ("test/loss", "test/ppl", "test/action_acc"):
         assert metric in tested.stdout
 
-    exported = flightmind("export", "--ckpt", ckpt, "--out", cwd / "exported", cwd=cwd)
+    exported = flightmind_here("export", "--ckpt", ckpt, "--out", cwd / "exported", cwd=cwd, monkeypatch=monkeypatch, capsys=capsys)
     assert exported.returncode == 0, exported.stderr[-3000:]
     assert "LoRA r=16 α=32.0 merged" in exported.stdout
     model, tokenizer = load_trained(cwd / "exported")
@@ -108,10 +109,10 @@ def test_missing_base_checkpoint_is_one_clear_error(tmp_path, monkeypatch, capsy
 
 
 @pytest.mark.slow
-def test_export_of_a_pretraining_checkpoint_ships_the_tokenizer_it_carries(smoke_run, tmp_path, chat_tokenizer_path):
+def test_export_of_a_pretraining_checkpoint_ships_the_tokenizer_it_carries(smoke_run, tmp_path, chat_tokenizer_path, monkeypatch, capsys):
     smoke_cwd, _ = smoke_run
     ckpt = smoke_cwd / "checkpoints" / "smoke" / "final.ckpt"
-    done = flightmind("export", "--ckpt", ckpt, "--out", tmp_path / "out", cwd=tmp_path)
+    done = flightmind_here("export", "--ckpt", ckpt, "--out", tmp_path / "out", cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "no adapters" in done.stdout
     model, tokenizer = load_trained(tmp_path / "out")
@@ -119,7 +120,8 @@ def test_export_of_a_pretraining_checkpoint_ships_the_tokenizer_it_carries(smoke
     idx = torch.randint(0, model.config.vocab_size, (1, 32), generator=torch.Generator().manual_seed(1))
     assert torch.equal(model(idx), build_model(read_checkpoint(ckpt)).eval()(idx))
     # --tokenizer still overrides the checkpoint's.
-    done = flightmind("export", "--ckpt", ckpt, "--out", tmp_path / "out", "--tokenizer", chat_tokenizer_path, cwd=tmp_path)
+    done = flightmind_here("export", "--ckpt", ckpt, "--out", tmp_path / "out", "--tokenizer", chat_tokenizer_path,
+                          cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
     assert done.returncode == 0, done.stderr[-3000:]
     assert load_trained(tmp_path / "out")[1].to_str() == load_tokenizer(chat_tokenizer_path).to_str()
 

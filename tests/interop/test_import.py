@@ -17,7 +17,7 @@ from flightmind.export import export  # noqa: E402
 from flightmind.interop.import_hf import import_hf, tokenizer_path  # noqa: E402
 from flightmind.model import GPTConfig  # noqa: E402
 from flightmind.model.checkpoint import build_model, read_checkpoint  # noqa: E402
-from tests.helpers import flightmind  # noqa: E402
+from tests.helpers import flightmind_here  # noqa: E402
 from tests.interop.helpers import random_llama  # noqa: E402
 
 REPO_CONFIGS = __import__("pathlib").Path(__file__).resolve().parents[2] / "configs"
@@ -53,15 +53,15 @@ def test_random_llama_imports_with_equal_logits(llama_dir, tmp_path, chat_tokeni
 
 
 @pytest.mark.slow
-def test_imported_llama_fine_tunes_with_the_smoke_config_and_exports_back(llama_dir, tmp_path):
+def test_imported_llama_fine_tunes_with_the_smoke_config_and_exports_back(llama_dir, tmp_path, monkeypatch, capsys):
     import_hf(llama_dir, tmp_path / "imported.ckpt")
-    done = flightmind(
+    done = flightmind_here(
         "fit", "-c", REPO_CONFIGS / "finetune_smoke.yaml",
         "--model.init_args.base_checkpoint", tmp_path / "imported.ckpt",
         "--data.init_args.tokenizer_path", tmp_path / "imported.tokenizer.json",
         "--data.init_args.build_commands", 300, "--data.init_args.action_eval_records", 2,
         "--trainer.max_steps", 4, "--model.init_args.optimizer.warmup_steps", 1, "--val_every_n_steps", 4, "--checkpoint.every_n_train_steps", 4,
-        cwd=tmp_path,
+        cwd=tmp_path, monkeypatch=monkeypatch, capsys=capsys,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     ckpt = tmp_path / "checkpoints" / "finetune_smoke" / "final.ckpt"

@@ -1,8 +1,10 @@
-"""Launched by test_ddp_mixing.py: DDP on the CPU (gloo) over mixed aviation + general data, shuffled.
+"""Run by test_ddp_mixing.py (``main`` in the test's process; the 2-rank runs fork their ranks, which
+saves a fresh interpreter per rank) or as a script: DDP on the CPU (gloo) over mixed aviation + general
+data, shuffled.
 
     python ddp_mixed_run.py PREPARED_DIR POOL_DIR OUT_DIR
-        2 ranks train STEPS steps (checkpoint every STEPS // 2), then resume from step STEPS // 2 in the
-        same processes; each rank saves the micro-batches it trained on, in order: OUT_DIR/rank{R}.pt and
+        2 ranks train STEPS steps (checkpoint every STEPS // 2), then 2 ranks resume from step STEPS // 2;
+        each rank saves the micro-batches it trained on, in order: OUT_DIR/rank{R}.pt and
         OUT_DIR/rank{R}-resumed.pt.
     python ddp_mixed_run.py PREPARED_DIR POOL_DIR OUT_DIR DEVICES NAME [CHECKPOINT]
         one run on DEVICES ranks (resumed from CHECKPOINT if given): OUT_DIR/NAME-rank{R}.pt, and its
@@ -44,7 +46,7 @@ def fit(prepared_dir: Path, pool_dir: Path, out: Path, record: str, *, devices=2
     trainer = L.Trainer(
         accelerator="cpu",
         devices=devices,
-        strategy="ddp" if devices > 1 else "auto",
+        strategy="ddp_fork" if devices > 1 else "auto",
         precision="32-true",
         max_steps=STEPS,
         limit_val_batches=0,

@@ -1,12 +1,10 @@
-"""Two DDP ranks on the CPU (gloo) train on disjoint general documents and different aviation sequences,
+"""Two DDP ranks on the CPU (gloo, forked from this process) train on disjoint general documents and different aviation sequences,
 a resumed DDP run continues each rank's data exactly, and a run resumed on another number of ranks
 repeats and skips nothing."""
 
 import itertools
 import os
 import re
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -20,7 +18,6 @@ from flightmind.data.sequences import PackedSequences, StreamSampler
 from flightmind.data.streaming import GeneralPool, open_general_pool, rebalance
 from tests.training import ddp_mixed_run as script
 
-REPO = Path(__file__).resolve().parents[2]
 TAG = re.compile(r"\[doc (\d+)\]")
 
 
@@ -31,13 +28,7 @@ def test_two_ddp_ranks_mix_disjoint_general_documents_and_different_aviation_seq
     write_parquet_pool(tmp_path / "pool", tagged_texts, files=3, row_group_size=200)  # 3 files, 2 ranks: resharded
     out = tmp_path / "out"
     out.mkdir()
-    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
-    env = {**os.environ, "PYTHONPATH": path, "TOKENIZERS_PARALLELISM": "false"}
-    result = subprocess.run(
-        [sys.executable, script.__file__, prepared_dir, tmp_path / "pool", out],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    launch(tmp_path, prepared_dir, tmp_path / "pool", out)
 
     tokenizer = load_tokenizer(prepared_dir / "tokenizer.json")
     ratio = exact_ratio(script.RATIO)
@@ -59,13 +50,15 @@ def test_two_ddp_ranks_mix_disjoint_general_documents_and_different_aviation_seq
     assert not documents[0] & documents[1]
 
 
-def launch(cwd, *args):
-    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
-    env = {**os.environ, "PYTHONPATH": path, "TOKENIZERS_PARALLELISM": "false"}
-    result = subprocess.run(
-        [sys.executable, script.__file__, *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+def launch(cwd, prepared_dir, pool_dir, out, *rest):
+    """`python ddp_mixed_run.py PREPARED_DIR POOL_DIR OUT_DIR [DEVICES NAME [CHECKPOINT]]` in this process
+    (its 2-rank runs fork their ranks)."""
+    before = os.getcwd()
+    os.chdir(cwd)
+    try:
+        script.main(Path(prepared_dir), Path(pool_dir), Path(out), *map(str, rest))
+    finally:
+        os.chdir(before)
 
 
 @pytest.mark.slow

@@ -160,7 +160,8 @@ def _guard_rank(rank: int, init_file: str, results) -> None:
 def test_one_ranks_non_finite_step_is_skipped_by_every_rank(tmp_path):
     # Every rank must skip the same updates, or the DDP replicas drift apart.
     results = torch.multiprocessing.Manager().dict()
-    torch.multiprocessing.spawn(_guard_rank, args=(str(tmp_path / "init"), results), nprocs=2)
+    # Forked, not spawned: a spawned rank re-imports torch and this module (seconds) before it starts.
+    torch.multiprocessing.start_processes(_guard_rank, args=(str(tmp_path / "init"), results), nprocs=2, start_method="fork")
     assert dict(results) == {0: [0.0, 1.0, 0.0], 1: [0.0, 1.0, 0.0]}
 
 
