@@ -3,6 +3,7 @@ commands on its outputs through `flightmind.cli.main` in this process (the same 
 a fresh interpreter's start-up)."""
 
 import math
+import os
 
 import pytest
 import torch
@@ -47,8 +48,13 @@ def test_smoke_run_validates_every_10_optimizer_steps_with_ppl_exp_loss(smoke_ru
     assert [step for step, _ in val_ppl] == [9, 19]
     for (_, loss), (_, ppl) in zip(val_loss, val_ppl):
         assert ppl == pytest.approx(math.exp(loss), rel=1e-5)
-    best = torch.load(cwd / "checkpoints" / "smoke" / "best.ckpt", weights_only=True)
+    checkpoints = cwd / "checkpoints" / "smoke"
+    best = torch.load(checkpoints / "best.ckpt", weights_only=True)
     assert best["global_step"] == 10 * (1 + min(range(2), key=lambda i: val_loss[i][1]))
+    # Validation follows a saved step: best is that step_N under a second name, as last and final are step_20.
+    assert os.path.samefile(checkpoints / "best.ckpt", checkpoints / f"step_{best['global_step']}.ckpt")
+    assert os.path.samefile(checkpoints / "last.ckpt", checkpoints / "step_20.ckpt")
+    assert os.path.samefile(checkpoints / "final.ckpt", checkpoints / "step_20.ckpt")
 
 
 @pytest.mark.slow
