@@ -24,6 +24,7 @@ import shutil
 import signal
 import sys
 import threading
+import time
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -249,8 +250,19 @@ def _tokenize_into_shards(
             "calls prepare() must do so under `if __name__ == \"__main__\":`); rerun, or lower --workers"
         ) from None
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        shut_down(pool)
     return stats
+
+
+def shut_down(pool: ProcessPoolExecutor) -> None:
+    """``pool.shutdown``, also when a signal (SIGTERM, Ctrl-C) interrupted the pool while it started its
+    manager thread: ``join`` then refuses until the thread has marked itself started, a moment later."""
+    for _ in range(200):
+        try:
+            pool.shutdown(wait=True, cancel_futures=True)
+            return
+        except RuntimeError:  # "cannot join thread before it is started" (never started: nothing to join)
+            time.sleep(0.01)
 
 
 # ---------------------------------------------------------------------------------------------
