@@ -194,6 +194,32 @@ def _worker_context() -> multiprocessing.context.BaseContext:
 
 
 @contextmanager
+def _forking() -> Iterator[None]:
+    """While the workers fork, SIGINT and SIGTERM are only recorded, then handled right after.
+
+    Python runs a signal's handler at its next check in the main thread, whichever thread the signal
+    hit; that check can fall inside fork's after-fork hooks (logging's lock release), where the
+    handler's exception is swallowed: the interrupt would be lost and prepare would run to the end.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = {signum: signal.signal(signum, lambda signum, frame: received.append(signum)) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if received:
+        handler = previous[received[0]]
+        if callable(handler):
+            handler(received[0], None)  # prepare's own handlers raise
+        elif handler == signal.SIG_DFL:
+            signal.raise_signal(received[0])
+
+
+@contextmanager
 def _serial_tokenizers() -> Iterator[None]:
     """Set TOKENIZERS_PARALLELISM=false while the workers start, then restore it.
 
@@ -233,6 +259,8 @@ def _tokenize_into_shards(
         workers, mp_context=_worker_context(), initializer=_init_worker, initargs=(str(tokenizer_path), settings)
     )
     try:
+        with _forking():
+            pool.submit(os.getpid)  # the first task forks every worker (fork context) here
         # Pool.imap would read the whole input ahead of the workers; a bounded queue of
         # futures keeps memory flat and the output in input order.
         in_flight = deque()

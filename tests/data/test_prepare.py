@@ -298,3 +298,26 @@ def test_an_interrupt_while_the_pool_starts_its_manager_thread_still_shuts_it_do
         pool.submit(abs, -1)
     shut_down(pool)  # pool.shutdown alone raises RuntimeError here
     assert pool._executor_manager_thread is None or not pool._executor_manager_thread.is_alive()
+
+
+def test_a_sigterm_while_the_workers_fork_is_recorded_and_raised_right_after():
+    """Python may run the handler inside fork's after-fork hooks, which swallow its exception (seen in
+    CI: prepare ran to the end after SIGTERM): while forking, the signal is only recorded."""
+    import os
+    import signal
+    import time
+
+    from flightmind.data.prepare import _forking, _raise_terminated, _Terminated
+
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    reached_the_end_of_the_block = False
+    try:
+        with pytest.raises(_Terminated):
+            with _forking():
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(0.05)  # the handler has run by now: it must not have raised here
+                reached_the_end_of_the_block = True
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert reached_the_end_of_the_block
+    assert signal.getsignal(signal.SIGTERM) is previous
