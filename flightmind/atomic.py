@@ -32,6 +32,15 @@ def temporary_path(path: Path) -> Path:
     return Path(name)
 
 
+def temporary_directory(path: Path) -> Path:
+    """A fresh, exclusively created, empty directory beside ``path`` (mode 0755 unless the umask is stricter)."""
+    name = tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(name, 0o777 & ~umask)  # mkdtemp makes 0700; give the directory the mode mkdir would
+    return Path(name)
+
+
 def fsync_directory(directory: Path) -> None:
     try:
         fd = os.open(directory, os.O_RDONLY)
@@ -117,8 +126,8 @@ def link_or_copy(source: Path, name: Path) -> None:
     of hard links to its files: no name ever points into a directory that retention may delete."""
     if name.exists() and os.path.samefile(source, name):
         return  # already its name (renaming a hard link over its twin would do nothing, leaving the link)
-    tmp = name.with_name(f".{name.name}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
     if not source.is_dir():
+        tmp = name.with_name(f".{name.name}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
         try:
             os.link(source, tmp)  # fails if tmp exists: never through a planted file
         except OSError:
@@ -126,7 +135,7 @@ def link_or_copy(source: Path, name: Path) -> None:
         os.replace(tmp, name)
         fsync_directory(name.parent)
         return
-    tmp.mkdir()
+    tmp = temporary_directory(name)
     for file in source.iterdir():
         try:
             os.link(file, tmp / file.name)

@@ -24,7 +24,6 @@ import shutil
 import signal
 import sys
 import threading
-import time
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -200,6 +199,7 @@ def _forking() -> Iterator[None]:
     Python runs a signal's handler at its next check in the main thread, whichever thread the signal
     hit; that check can fall inside fork's after-fork hooks (logging's lock release), where the
     handler's exception is swallowed: the interrupt would be lost and prepare would run to the end.
+    Raised while the pool starts its thread, it left a pool that cannot be shut down.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -260,7 +260,7 @@ def _tokenize_into_shards(
     )
     try:
         with _forking():
-            pool.submit(os.getpid)  # the first task forks every worker (fork context) here
+            pool.submit(os.getpid)  # the first task forks every worker (fork context) and starts the pool's thread
         # Pool.imap would read the whole input ahead of the workers; a bounded queue of
         # futures keeps memory flat and the output in input order.
         in_flight = deque()
@@ -278,19 +278,9 @@ def _tokenize_into_shards(
             "calls prepare() must do so under `if __name__ == \"__main__\":`); rerun, or lower --workers"
         ) from None
     finally:
-        shut_down(pool)
+        pool.shutdown(wait=True, cancel_futures=True)
     return stats
 
-
-def shut_down(pool: ProcessPoolExecutor) -> None:
-    """``pool.shutdown``, also when a signal (SIGTERM, Ctrl-C) interrupted the pool while it started its
-    manager thread: ``join`` then refuses until the thread has marked itself started, a moment later."""
-    for _ in range(200):
-        try:
-            pool.shutdown(wait=True, cancel_futures=True)
-            return
-        except RuntimeError:  # "cannot join thread before it is started" (never started: nothing to join)
-            time.sleep(0.01)
 
 
 # ---------------------------------------------------------------------------------------------

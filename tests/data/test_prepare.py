@@ -279,27 +279,6 @@ def test_ctrl_c_in_flightmind_prepare_is_one_line_not_a_traceback(monkeypatch, t
     assert capsys.readouterr().err == f"interrupted; temporary files removed: rerun to prepare {tmp_path / 'out'}\n"
 
 
-def test_an_interrupt_while_the_pool_starts_its_manager_thread_still_shuts_it_down(monkeypatch):
-    """SIGTERM landing inside ProcessPoolExecutor's thread start (seen in CI): shutdown must not raise."""
-    import threading
-    from concurrent.futures import ProcessPoolExecutor, process
-
-    from flightmind.data.prepare import shut_down
-
-    start = process._ExecutorManagerThread.start
-
-    def interrupted_start(thread):  # the thread starts a moment later; the interrupt lands now
-        threading.Timer(0.2, start, args=(thread,)).start()
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(process._ExecutorManagerThread, "start", interrupted_start)
-    pool = ProcessPoolExecutor(1)
-    with pytest.raises(KeyboardInterrupt):
-        pool.submit(abs, -1)
-    shut_down(pool)  # pool.shutdown alone raises RuntimeError here
-    assert pool._executor_manager_thread is None or not pool._executor_manager_thread.is_alive()
-
-
 def test_a_sigterm_while_the_workers_fork_is_recorded_and_raised_right_after():
     """Python may run the handler inside fork's after-fork hooks, which swallow its exception (seen in
     CI: prepare ran to the end after SIGTERM): while forking, the signal is only recorded."""
