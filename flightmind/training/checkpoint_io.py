@@ -137,6 +137,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         self.failure: BaseException | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._pending: list[Future] = []
+        self._unsaved: set[Path] = set()  # checkpoints whose last save failed: nothing links to them
         self._copy = HostCopy()
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
@@ -145,7 +146,29 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if self.asynchronous:
             self.settle(block=True)  # one save in flight: its host copy is the buffer this one reuses
             checkpoint = self._copy(checkpoint)
-        self.then(save_atomically, checkpoint, path)
+        self.then_save(path, save_atomically, checkpoint, path)
+
+    def then_save(self, path, write: Callable, *args) -> None:
+        """Queue ``write(*args)``, which saves the checkpoint ``path``; what ``after_save`` queues for
+        ``path`` is skipped if it fails."""
+        self.then(self._save, Path(path), write, args)
+
+    def _save(self, path: Path, write: Callable, args: tuple) -> None:
+        try:
+            write(*args)
+        except BaseException:
+            self._unsaved.add(path)
+            raise
+        self._unsaved.discard(path)
+
+    def after_save(self, path, task: Callable, *args) -> None:
+        """Queue ``task(*args)`` (a link to ``path``) behind the save of ``path``; skipped if that save
+        failed (its failure is reported once, and the link keeps naming the previous checkpoint)."""
+        self.then(self._if_saved, Path(path), task, args)
+
+    def _if_saved(self, path: Path, task: Callable, args: tuple) -> None:
+        if path not in self._unsaved:
+            task(*args)
 
     def then(self, task: Callable, *args) -> None:
         """Run ``task(*args)`` after the saves queued before it: at once unless saves are asynchronous."""

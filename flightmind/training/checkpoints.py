@@ -240,12 +240,13 @@ def available_host_memory() -> int | None:
 
 
 def link_after_save(trainer: L.Trainer, source: Path, name: Path) -> None:
-    """``link_or_copy`` once the save of ``source`` is on disk (at once unless saves are asynchronous)."""
+    """``link_or_copy`` once the save of ``source`` is on disk (at once unless saves are asynchronous);
+    not at all if that save failed."""
     writer = checkpoint_writer(trainer)
     if writer is None:
         link_or_copy(source, name)
     else:
-        writer.then(link_or_copy, source, name)
+        writer.after_save(source, link_or_copy, source, name)
 
 
 def is_checkpoint(path: Path) -> bool:

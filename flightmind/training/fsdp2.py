@@ -11,7 +11,6 @@ and rank 0 renames once the save is complete. Links to the checkpoint wait for t
 
 from __future__ import annotations
 
-import tempfile
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from lightning.pytorch.strategies import ModelParallelStrategy
 
-from flightmind.atomic import TEMP_SUFFIX, fsync_directory, replace_directory
+from flightmind.atomic import fsync_directory, replace_directory, temporary_directory
 from flightmind.model.distributed_checkpoint import DCP_METADATA
 from flightmind.training.checkpoint_io import AtomicCheckpointIO, save_atomically
 
@@ -45,14 +44,14 @@ class FSDP2Strategy(ModelParallelStrategy):
         tmp = None
         if self.global_rank == 0:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
+            tmp = str(temporary_directory(path))
         tmp = Path(self.broadcast(tmp))
         shards = {"state_dict": checkpoint.pop("state_dict")}
         shards.update({f"optimizer_{i}": state for i, state in enumerate(checkpoint.pop("optimizer_states", []))})
         if writer is not None and writer.asynchronous:
             future = dcp.async_save(shards, checkpoint_id=tmp, process_group=self.checkpoint_group())
             if self.global_rank == 0:  # DCP's coordinator finishes only after every rank's shard is written
-                writer.then(finish_distributed_checkpoint, checkpoint, tmp, path, future)
+                writer.then_save(path, finish_distributed_checkpoint, checkpoint, tmp, path, future)
             else:
                 writer.track(future)
             return
@@ -61,7 +60,7 @@ class FSDP2Strategy(ModelParallelStrategy):
             if writer is None:
                 finish_distributed_checkpoint(checkpoint, tmp, path)
             else:  # a failure of rank 0 alone is kept for the ranks' common check, not raised at a barrier
-                writer.then(finish_distributed_checkpoint, checkpoint, tmp, path)
+                writer.then_save(path, finish_distributed_checkpoint, checkpoint, tmp, path)
 
     def checkpoint_group(self) -> dist.ProcessGroup | None:
         """A gloo group for the background save's collectives (created once, by every rank)."""

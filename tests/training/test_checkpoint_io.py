@@ -255,3 +255,30 @@ def test_a_failed_asynchronous_save_is_one_line_at_the_next_save_and_at_teardown
     io.then(linked.append, "after")  # the executor is gone after teardown: a new one starts
     io.wait()
     assert linked == ["after"] and not list(tmp_path.glob(f"*{TEMP_SUFFIX}"))
+
+
+def test_a_link_queued_behind_a_failed_save_is_skipped_and_the_failure_is_reported_once(tmp_path, monkeypatch):
+    from flightmind.atomic import link_or_copy
+
+    gate = threading.Event()
+    write = checkpoint_io.save_atomically
+
+    def write_after_the_gate(*args):  # the link is queued before the save fails
+        assert gate.wait(10)
+        write(*args)
+
+    monkeypatch.setattr(checkpoint_io, "save_atomically", write_after_the_gate)
+    (tmp_path / "not_a_directory").write_text("a file where the checkpoint directory should be")
+    failing, saved = tmp_path / "not_a_directory" / "step_2.ckpt", tmp_path / "step_4.ckpt"
+    io = AtomicCheckpointIO(asynchronous=True)
+    io.save_checkpoint(tied_checkpoint(), failing)
+    io.after_save(failing, link_or_copy, failing, tmp_path / "last.ckpt")  # would fail: no step_2 to link
+    gate.set()
+    with pytest.raises(FlightMindError, match=r"cannot write checkpoint .*step_2.ckpt"):
+        io.wait()
+    io.wait()  # nothing else to report: the link was skipped, not run on a missing file
+    assert not (tmp_path / "last.ckpt").exists()
+    io.save_checkpoint(tied_checkpoint(), saved)
+    io.after_save(saved, link_or_copy, saved, tmp_path / "last.ckpt")
+    io.teardown()
+    assert os.path.samefile(tmp_path / "last.ckpt", saved)
